@@ -1,0 +1,1 @@
+"""The sampling-fleet environment (design §2)."""
