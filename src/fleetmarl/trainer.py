@@ -1,0 +1,420 @@
+"""The training loop: act, step, store, update, log, checkpoint (design §3-§6).
+
+Episodes run in synchronous *rounds*: every episode lasts exactly ``MAX_NUM_STEPS`` steps, so the
+``NUM_ENVS`` batched environments start and end together, and one round completes ``NUM_ENVS``
+episodes. Checkpoints are taken only between rounds, when no environment is mid-episode; that is what
+makes ``--resume`` exact without saving the environments' inner state. Hence ``MODEL_SAVE_INTERVAL``
+and ``NUM_EPISODES`` must be multiples of ``NUM_ENVS`` (checked by :class:`~fleetmarl.config.Config`).
+
+Everything that decides the future of a run lives in :class:`RunState` plus four random generators
+(torch's global one, the trainer's NumPy one, the environment's, the replay buffer's); all of them go
+into ``training_state.pth``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import signal
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fleetmarl import checkpoint as ckpt
+from fleetmarl.agents import MADDPG, build_agents
+from fleetmarl.buffer import ReplayBuffer
+from fleetmarl.config import SHAPE_KEYS, Config
+from fleetmarl.device import resolve_device
+from fleetmarl.envs import BatchedSamplingEnv
+from fleetmarl.envs.policies import random_policy
+from fleetmarl.envs.spaces import observation_dims
+from fleetmarl.errors import CheckpointError, FleetmarlError
+from fleetmarl.evaluation import evaluate_algorithm
+from fleetmarl.logging import TAG_EPISODE_REWARD, RunLogger
+from fleetmarl.schedules import lr_factor, noise_std
+
+RECENT_WINDOW = 100  # episodes averaged for "近期平均奖励" (recent mean reward)
+
+
+@dataclass
+class RunState:
+    """Counters and logs of one run line; with the RNG states they make resume exact."""
+
+    episode: int = 0
+    """episodes completed (always a multiple of NUM_ENVS)"""
+    env_steps: int = 0
+    """batched environment steps taken (each is NUM_ENVS transitions)"""
+    updates: int = 0
+    """gradient updates of all agents"""
+    episode_rewards_log: list[float] = field(default_factory=list)
+    """per episode: reward summed over steps and agents"""
+    metrics_log: dict[str, list[float]] = field(default_factory=dict)
+    """per episode domain metrics (on-time delivery rate, missed points, ...)"""
+    eval_log: list[dict[str, float]] = field(default_factory=list)
+    """one entry per evaluation: episode plus mean metrics"""
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    """identifies this run line; retention prunes only checkpoints of the same line"""
+    parent: str | None = None
+    """checkpoint this line was resumed from, if any"""
+
+    def recent_reward(self) -> float:
+        window = self.episode_rewards_log[-RECENT_WINDOW:]
+        return float(np.mean(window)) if window else 0.0
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` hands back: where things went and how it ended."""
+
+    state: RunState
+    config: Config
+    last_checkpoint: Path | None
+    log_dir: Path | None
+    stopped_early: bool
+    agents: list = field(repr=False, default_factory=list)
+
+
+def train(config: Config, resume: str | Path | None = None, *, log: Callable[[str], None] | None = None) -> TrainResult:
+    """Train from scratch, or continue a run from ``resume`` ('latest' or a checkpoint path)."""
+    return Trainer(config, resume=resume, log=log).run()
+
+
+class Trainer:
+    """Holds the pieces of one run; :meth:`run` is the loop."""
+
+    def __init__(self, config: Config, resume: str | Path | None = None, log: Callable[[str], None] | None = None):
+        self.config = config
+        self.log = log or (lambda message: tqdm.write(message, file=sys.stdout))
+        if config.NUM_THREADS:
+            torch.set_num_threads(config.NUM_THREADS)
+        self.device = resolve_device(config.DEVICE)
+        self.dims = observation_dims(config)
+
+        torch.manual_seed(config.RANDOM_SEED)
+        self.rng = np.random.default_rng(config.RANDOM_SEED)
+        self.agents = build_agents(config, self.device)
+        self.algo = MADDPG(self.agents, config)
+        self.buffer = ReplayBuffer(config, self.dims, seed=config.RANDOM_SEED + 1)
+        self.env = BatchedSamplingEnv(config, num_envs=config.NUM_ENVS)
+        self.state = RunState()
+        self.checkpoints_dir = Path(config.CHECKPOINTS_DIR)
+        self.fresh_env = True
+
+        if config.ENABLE_MODEL_CHECKPOINTING or resume is not None:
+            ckpt.cleanup_incomplete(self.checkpoints_dir)
+        if resume is not None:
+            self._resume(resume)
+        if config.ENABLE_MODEL_CHECKPOINTING:
+            ckpt.ensure_writable(self.checkpoints_dir)
+            self._warn_disk()
+
+        self.writer = ckpt.CheckpointWriter(async_=config.ASYNC_CHECKPOINTING)
+        self.log_dir = self._log_dir()
+        self.logger = RunLogger(self.log_dir, purge_step=self.state.episode or None)
+        self.last_checkpoint: Path | None = None
+        self._stop_requested = False
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> TrainResult:
+        c, s = self.config, self.state
+        self._announce()
+        bar = tqdm(total=c.NUM_EPISODES, initial=s.episode, unit="ep", disable=not c.PROGRESS_BAR,
+                   dynamic_ncols=True, file=sys.stderr)
+        previous_handlers = self._install_signal_handlers()
+        try:
+            while s.episode < c.NUM_EPISODES and not self._stop_requested:
+                round_rewards, infos, losses = self._run_round()
+                self._record_round(round_rewards, infos, losses, bar)
+                if c.EVAL_INTERVAL and s.episode % c.EVAL_INTERVAL == 0:
+                    self._evaluate()
+                if c.ENABLE_MODEL_CHECKPOINTING and (s.episode % c.MODEL_SAVE_INTERVAL == 0 or self._stop_requested):
+                    self._save_checkpoint()
+            if c.ENABLE_MODEL_CHECKPOINTING and self._last_saved_episode() != s.episode:
+                self._save_checkpoint()  # the final checkpoint (guide: nothing is lost at the end)
+            self._drain_writer()
+        finally:
+            self._restore_signal_handlers(previous_handlers)
+            bar.close()
+            self.writer.close()
+            self.logger.close()
+        if self._stop_requested:
+            self.log(f"⏹ 训练已停止 (stopped at episode {s.episode}); resume with: python main.py --resume latest")
+        return TrainResult(s, c, self.last_checkpoint, self.log_dir, self._stop_requested, self.agents)
+
+    def _run_round(self) -> tuple[np.ndarray, dict[str, Any], dict[str, torch.Tensor]]:
+        """One synchronous round: NUM_ENVS episodes of MAX_NUM_STEPS steps, with updates."""
+        c, s = self.config, self.state
+        noise = noise_std(c, s.episode)
+        self.algo.set_episode(s.episode)
+        obs = self.env.reset(seed=c.RANDOM_SEED if self.fresh_env else None)
+        self.fresh_env = False
+        round_rewards = np.zeros(c.NUM_ENVS, dtype=np.float64)
+        losses: dict[str, torch.Tensor] = {}
+        infos: dict[str, Any] = {}
+        ready = max(c.WARMUP_TRANSITIONS, c.BATCH_SIZE)
+        for _ in range(c.MAX_NUM_STEPS):
+            if len(self.buffer) < c.WARMUP_TRANSITIONS:
+                actions = random_policy(obs, self.rng)
+            else:
+                actions = self.algo.act(self._to_torch(obs), noise).cpu().numpy()
+            next_obs, rewards, terminated, truncated, infos = self.env.step(actions)
+            dones = terminated | truncated
+            stored_next = infos["final_obs"] if dones.any() else next_obs
+            self.buffer.add(obs, actions, rewards, stored_next, dones)
+            round_rewards += rewards.sum(axis=1)
+            obs = next_obs
+            s.env_steps += 1
+            if len(self.buffer) >= ready and s.env_steps % c.UPDATE_EVERY == 0:
+                for _ in range(c.UPDATES_PER_ROUND):
+                    losses = self._update()
+        if not dones.all():  # fixed-length episodes end together; anything else breaks exact resume
+            raise FleetmarlError("environments did not finish their episodes together; this is a bug in the env")
+        return round_rewards, infos, losses
+
+    def _update(self) -> dict[str, torch.Tensor]:
+        batch = self.buffer.sample(self.config.BATCH_SIZE, self.device)
+        out = self.algo.update(batch)
+        if "td_errors" in out:
+            self.buffer.update_priorities(batch.indices, out.pop("td_errors"))
+        self.state.updates += 1
+        return out
+
+    def _to_torch(self, obs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(v).to(self.device, non_blocking=True) for k, v in obs.items()}
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _record_round(self, round_rewards: np.ndarray, infos: dict[str, Any], losses: dict[str, torch.Tensor],
+                      bar: tqdm) -> None:
+        c, s = self.config, self.state
+        first = s.episode
+        episode_metrics = {k: np.asarray(v, dtype=np.float64) for k, v in infos.get("episode", {}).items()}
+        for b in range(c.NUM_ENVS):
+            episode = first + b + 1
+            s.episode_rewards_log.append(float(round_rewards[b]))
+            scalars = {TAG_EPISODE_REWARD: round_rewards[b]}
+            for name, values in episode_metrics.items():
+                s.metrics_log.setdefault(name, []).append(float(values[b]))
+                scalars[f"metrics/{name}"] = values[b]
+            self.logger.scalars(scalars, episode)
+        s.episode += c.NUM_ENVS
+        lrs = {f"lr/agent_{i}_actor": a.actor_optimizer.param_groups[0]["lr"] for i, a in enumerate(self.agents)}
+        lrs.update({f"lr/agent_{i}_critic": a.critic_optimizer.param_groups[0]["lr"] for i, a in enumerate(self.agents)})
+        self.logger.scalars({**{f"loss/{k}": v for k, v in losses.items()}, **lrs,
+                             "train/noise_std": noise_std(c, s.episode - c.NUM_ENVS),
+                             "train/buffer_size": len(self.buffer), "train/updates": s.updates}, s.episode)
+        on_time = s.metrics_log.get("on_time_rate", [float("nan")])[-c.NUM_ENVS:]
+        bar.update(c.NUM_ENVS)
+        bar.set_postfix(reward=f"{np.mean(round_rewards):.1f}", on_time=f"{np.mean(on_time):.2f}",
+                        noise=f"{noise_std(c, s.episode):.3f}", refresh=False)
+
+    def _evaluate(self) -> None:
+        c, s = self.config, self.state
+        with torch.random.fork_rng(devices=[]):  # evaluation must not shift the training's random stream
+            summary = evaluate_algorithm(self.algo, c, episodes=c.EVAL_EPISODES, seed=c.RANDOM_SEED + 10_000,
+                                         device=self.device)
+        entry = {"episode": float(s.episode), **{k: v["mean"] for k, v in summary.items()}}
+        s.eval_log.append(entry)
+        self.logger.scalars({f"eval/{k}": v for k, v in entry.items() if k != "episode"}, s.episode)
+
+    # ------------------------------------------------------------------ checkpoints
+    def training_state(self) -> dict[str, Any]:
+        """The guide's ``training_state.pth`` keys, plus everything exact resume needs."""
+        c, s = self.config, self.state
+        rng: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "numpy": self.rng.bit_generator.state,
+            "env": self.env.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "episode": s.episode,
+            "noise_std": noise_std(c, s.episode),
+            "episode_rewards_log": list(s.episode_rewards_log),
+            "config": c.to_dict(),
+            "total_episodes_planned": c.NUM_EPISODES,
+            "training_progress": 100.0 * s.episode / c.NUM_EPISODES,
+            "checkpoint_timestamp": _dt.datetime.now().strftime("%Y%m%d_%H%M%S"),
+            "environment_type": c.ENVIRONMENT_TYPE,
+            "random_seed": c.RANDOM_SEED,
+            "recent_mean_reward": s.recent_reward(),
+            "env_steps": s.env_steps,
+            "updates": s.updates,
+            "metrics_log": {k: list(v) for k, v in s.metrics_log.items()},
+            "eval_log": [dict(e) for e in s.eval_log],
+            "run_id": s.run_id,
+            "parent": s.parent,
+            "algorithm": self.algo.state_dict(),
+            "rng": rng,
+            "replay_buffer_saved": c.SAVE_REPLAY_BUFFER,
+        }
+
+    def _save_checkpoint(self) -> None:
+        """Snapshot in memory now; write, commit and prune in the background (at most one in flight)."""
+        c, s = self.config, self.state
+        training_state = self.training_state()
+        eval_reward = s.eval_log[-1]["reward"] if s.eval_log and s.eval_log[-1]["episode"] == s.episode else None
+        snapshot = ckpt.snapshot({
+            "agents": [a.checkpoint_state() for a in self.agents],
+            "training_state": training_state,
+            "replay_buffer": self.buffer.state_dict() if c.SAVE_REPLAY_BUFFER else None,
+        })
+        episode = s.episode
+
+        def job() -> Path:
+            path = ckpt.save_model_checkpoint(
+                snapshot["agents"], snapshot["training_state"], self.checkpoints_dir,
+                replay_buffer_state=snapshot["replay_buffer"], run_id=s.run_id, parent=s.parent,
+                recent_reward=training_state["recent_mean_reward"], eval_reward=eval_reward,
+            )
+            self.log(f"💾 模型检查点已保存: {path}")
+            self.log(f"   包含: {len(snapshot['agents'])}个智能体 + 训练状态 + 配置信息")
+            if c.KEEP_LAST_CHECKPOINTS or c.KEEP_BEST_CHECKPOINTS:
+                removed = ckpt.prune_checkpoints(self.checkpoints_dir, keep_last=c.KEEP_LAST_CHECKPOINTS,
+                                                 keep_best=c.KEEP_BEST_CHECKPOINTS, run_id=s.run_id,
+                                                 protect={path})
+                for old in removed:
+                    self.log(f"🗑 pruned old checkpoint {old}")
+            return path
+
+        self._surface_writer_error(self.writer.submit(job))
+        self._saved_episode = episode
+
+    def _last_saved_episode(self) -> int | None:
+        return getattr(self, "_saved_episode", None)
+
+    def _drain_writer(self) -> None:
+        self._surface_writer_error(self.writer.wait())
+
+    def _surface_writer_error(self, outcome: Any) -> None:
+        """A failed save must not kill days of training: report it, keep going, retry next interval."""
+        if isinstance(outcome, BaseException):
+            self.log(f"fleetmarl: checkpoint save failed: {outcome}; earlier checkpoints are intact, "
+                     "training continues and retries at the next interval")
+        elif isinstance(outcome, Path):
+            self.last_checkpoint = outcome
+            self.logger.checkpoint_saved(outcome, _episode_of(outcome))
+
+    def _resume(self, resume: str | Path) -> None:
+        c = self.config
+        path, skipped = ckpt.resolve_resume(self.checkpoints_dir, resume)
+        for bad, why in skipped:
+            self.log(f"⚠ skipping broken checkpoint {bad}: {why}")
+        training_state = ckpt.load_model_checkpoint(self.agents, path, self.device)
+        _check_shapes(training_state.get("config", {}), c, path)
+        self._report_config_changes(training_state.get("config", {}))
+        s = self.state
+        s.episode = int(training_state["episode"])
+        s.env_steps = int(training_state.get("env_steps", 0))
+        s.updates = int(training_state.get("updates", 0))
+        s.episode_rewards_log = [float(r) for r in training_state["episode_rewards_log"]]
+        s.metrics_log = {k: [float(x) for x in v] for k, v in training_state.get("metrics_log", {}).items()}
+        s.eval_log = [dict(e) for e in training_state.get("eval_log", [])]
+        if s.episode % c.NUM_ENVS:
+            raise CheckpointError(f"checkpoint {path} is at episode {s.episode}, not a multiple of "
+                                  f"NUM_ENVS={c.NUM_ENVS}; resume with the NUM_ENVS it was trained with")
+        # Continuing from the newest checkpoint of a line keeps the line; from an older one starts a
+        # branch, so retention of the new line can never delete the original's checkpoints.
+        line = training_state.get("run_id")
+        if line and ckpt.is_latest_of_run(self.checkpoints_dir, path, line):
+            s.run_id, s.parent = line, training_state.get("parent")
+        else:
+            s.parent = str(path)
+        self.algo.load_state_dict(training_state.get("algorithm", {}))
+        rng = training_state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.rng.bit_generator.state = rng["numpy"]
+        self.env.set_rng_state(rng["env"])
+        self.fresh_env = False
+        buffer_state = ckpt.load_replay_buffer(path) if training_state.get("replay_buffer_saved") else None
+        if buffer_state is not None:
+            self.buffer.load_state_dict(buffer_state)
+            exact = "exact resume"
+        else:
+            exact = "NOT exact: no replay buffer was saved (SAVE_REPLAY_BUFFER=False), it refills from empty"
+        self.log(f"📂 从第{s.episode}轮恢复训练 (resuming from {path}, episode {s.episode}; {exact})")
+
+    def _report_config_changes(self, saved: dict[str, Any]) -> None:
+        current = self.config.to_dict()
+        changed = [f"{k} {saved[k]!r} -> {current[k]!r}" for k in current if k in saved and saved[k] != current[k]]
+        if changed:
+            self.log("⚠ resuming with changed config keys (the continued run is not identical to an "
+                     "uninterrupted one unless only NUM_EPISODES changed): " + ", ".join(changed))
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _announce(self) -> None:
+        c = self.config
+        params = sum(p.numel() for p in self.agents[0].parameters())
+        self.log(f"fleetmarl: training {c.NUM_AGENTS} agents on '{c.ENVIRONMENT_TYPE}' "
+                 f"({c.NUM_POINTS} points, seed {c.RANDOM_SEED}) for episodes {self.state.episode}..{c.NUM_EPISODES} "
+                 f"on {self.device}; {params:,} parameters per agent; "
+                 f"checkpoints {'every ' + str(c.MODEL_SAVE_INTERVAL) + ' episodes in ' + c.CHECKPOINTS_DIR if c.ENABLE_MODEL_CHECKPOINTING else 'off'}; "
+                 f"TensorBoard {self.log_dir or 'off'}")
+
+    def _log_dir(self) -> Path | None:
+        c = self.config
+        if not c.ENABLE_TENSORBOARD:
+            return None
+        name = c.RUN_NAME or f"maddpg_{c.ENVIRONMENT_TYPE}_seed{c.RANDOM_SEED}_{self.state.run_id}"
+        return Path(c.LOG_DIR) / name
+
+    def _warn_disk(self) -> None:
+        c = self.config
+        agent_bytes = sum(t.numel() * t.element_size() for t in self.agents[0].state_dict().values())
+        per_agent = agent_bytes * 4  # weights, targets, two Adam moments
+        transitions = min(c.CAPACITY, c.NUM_EPISODES * c.MAX_NUM_STEPS)
+        buffer_bytes = self.buffer.bytes_per_transition() * transitions if c.SAVE_REPLAY_BUFFER else 0
+        remaining = max(0, c.NUM_EPISODES - self.state.episode)
+        saves = remaining // c.MODEL_SAVE_INTERVAL + 1
+        keep = c.KEEP_LAST_CHECKPOINTS + c.KEEP_BEST_CHECKPOINTS
+        if keep:
+            saves = min(saves, keep + 1)
+        warning = ckpt.check_disk_space(self.checkpoints_dir, per_agent * c.NUM_AGENTS + buffer_bytes, saves)
+        if warning:
+            self.log(f"⚠ {warning}")
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        """First SIGINT/SIGTERM: finish the round, save, exit 0. Second: leave at once (no partial checkpoint,
+        because a checkpoint only exists once its folder is renamed into place)."""
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._stop_requested:
+                self.log("fleetmarl: second signal, stopping now without saving")
+                raise SystemExit(130)
+            self._stop_requested = True
+            self.log(f"⏸ {signal.Signals(signum).name} received: finishing this round of episodes, saving a "
+                     "checkpoint, then exiting (signal again to stop at once)")
+
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _episode_of(path: Path) -> int:
+    return ckpt.parse_checkpoint_name(path.name).episode
+
+
+def _check_shapes(saved: dict[str, Any], config: Config, path: Path) -> None:
+    for key in SHAPE_KEYS:
+        if key in saved and saved[key] != getattr(config, key):
+            raise CheckpointError(f"checkpoint {path} was made for {key}={saved[key]} but the config has "
+                                  f"{key}={getattr(config, key)}; use the same {key} to resume")
+

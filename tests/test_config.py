@@ -1,0 +1,113 @@
+"""Config: defaults match the user's guide, files and --set are typed, bad values name their key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fleetmarl.config import DEFAULT, ENV_KEYS, Config, apply_overrides, load_config, parse_value
+from fleetmarl.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_are_the_guides() -> None:
+    c = Config()
+    assert (c.NUM_AGENTS, c.NUM_EPISODES, c.BATCH_SIZE, c.LR_ACTOR, c.RANDOM_SEED) == (5, 3000, 512, 5e-5, 123)
+    assert (c.ENVIRONMENT_TYPE, c.MODEL_SAVE_INTERVAL, c.CHECKPOINTS_DIR) == ("full", 200, "checkpoints")
+    assert c.ENABLE_MODEL_CHECKPOINTING is True
+
+
+def test_root_config_py_matches_the_dataclass_defaults() -> None:
+    assert load_config(ROOT / "config.py") == DEFAULT
+
+
+def test_default_fleet_is_three_fast_two_slow() -> None:
+    fleet = Config().fleet()
+    assert fleet["speeds"] == (30.0, 30.0, 30.0, 15.0, 15.0)
+    assert fleet["capacities"] == (8, 8, 8, 24, 24)
+    assert Config(NUM_AGENTS=3).fleet()["speeds"] == (30.0, 30.0, 15.0)
+
+
+def test_set_is_typed_from_the_default() -> None:
+    c = apply_overrides(DEFAULT, ["NUM_EPISODES=400", "LR_ACTOR=1e-4", "ENABLE_LR_SCHEDULING=false",
+                                  "ENVIRONMENT_TYPE=simplified", "NUM_AGENTS=2", "AGENT_SPEEDS=10,20"])
+    assert c.NUM_EPISODES == 400 and isinstance(c.NUM_EPISODES, int)
+    assert c.LR_ACTOR == 1e-4 and c.ENABLE_LR_SCHEDULING is False
+    assert c.ENVIRONMENT_TYPE == "simplified" and c.AGENT_SPEEDS == (10, 20)
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("BATCH_SIZ=3", "BATCH_SIZE"),          # unknown key suggests the close name
+    ("NUM_AGENTS=0", "NUM_AGENTS"),
+    ("BATCH_SIZE=200000", "BATCH_SIZE"),    # larger than CAPACITY
+    ("LR_ACTOR=-1", "LR_ACTOR"),
+    ("LR_CRITIC=0", "LR_CRITIC"),
+    ("MODEL_SAVE_INTERVAL=-5", "MODEL_SAVE_INTERVAL"),
+    ("MODEL_SAVE_INTERVAL=12", "MODEL_SAVE_INTERVAL"),  # not a multiple of NUM_ENVS=8
+    ("ENVIRONMENT_TYPE=city", "ENVIRONMENT_TYPE"),
+    ("AGENT_SPEEDS=1,2", "AGENT_SPEEDS"),   # wrong length
+    ("AGENT_CAPACITIES=8,8,8,-1,24", "AGENT_CAPACITIES"),
+    ("NUM_EPISODES=abc", "NUM_EPISODES"),   # unparsable
+    ("GAMMA=1.5", "GAMMA"),
+])
+def test_bad_values_name_the_key(override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        apply_overrides(DEFAULT, [override])
+
+
+def test_unparsable_set_says_how_to_write_it() -> None:
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        apply_overrides(DEFAULT, ["NUM_EPISODES"])
+
+
+def test_config_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="NUM_AGENTS"):
+        Config(NUM_AGENTS=-1)
+
+
+def test_python_and_toml_files(tmp_path: Path) -> None:
+    py = tmp_path / "exp.py"
+    py.write_text("NUM_EPISODES = 64\nNUM_ENVS = 4\nPRIORITY_WEIGHTS = (5.0, 2.0, 1.0)\nhelper = 3\n")
+    toml = tmp_path / "exp.toml"
+    toml.write_text('NUM_EPISODES = 64\nNUM_ENVS = 4\nPRIORITY_WEIGHTS = [5.0, 2.0, 1.0]\n')
+    a, b = load_config(py), load_config(toml)
+    assert a == b and a.NUM_EPISODES == 64 and a.PRIORITY_WEIGHTS == (5.0, 2.0, 1.0)
+    assert load_config(py, ["NUM_EPISODES=128"]).NUM_EPISODES == 128
+
+
+def test_unknown_key_in_file_is_an_error(tmp_path: Path) -> None:
+    py = tmp_path / "exp.py"
+    py.write_text("NUM_EPISODE = 64\n")
+    with pytest.raises(ConfigError, match="NUM_EPISODES"):
+        load_config(py)
+
+
+def test_missing_or_broken_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.py")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("NUM_EPISODES = = 3")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_to_dict_round_trips_and_is_plain() -> None:
+    c = Config(NUM_AGENTS=2, AGENT_SPEEDS=(10.0, 20.0))
+    d = c.to_dict()
+    assert all(not isinstance(v, tuple) for v in d.values())
+    assert Config.from_dict(d) == c
+
+
+def test_env_keys_are_the_environment_section() -> None:
+    assert {"NUM_AGENTS", "NUM_POINTS", "ENVIRONMENT_TYPE", "MAX_NUM_STEPS"} <= ENV_KEYS
+    assert not {"GAMMA", "LR_ACTOR", "CHECKPOINTS_DIR"} & ENV_KEYS
+
+
+@given(st.integers(min_value=1, max_value=10**6))
+def test_int_parsing_accepts_scientific_integers(n: int) -> None:
+    assert parse_value("CAPACITY", str(n)) == n
+    assert parse_value("CAPACITY", f"{n:.6e}") == int(float(f"{n:.6e}"))
