@@ -1,0 +1,43 @@
+"""Checkpoints: the guide's layout, atomic saves, safe loads, retention and background writing.
+
+See ``docs/checkpoints.md`` (English) and ``docs/checkpoints.zh.md`` (the user's guide).
+"""
+
+from fleetmarl.checkpoint.discovery import cleanup_incomplete, find_latest_checkpoint, resolve_resume
+from fleetmarl.checkpoint.layout import checkpoint_folders, checkpoint_name, parse_checkpoint_name
+from fleetmarl.checkpoint.manifest import SCHEMA_VERSION, read_manifest, verify_checkpoint
+from fleetmarl.checkpoint.safe_io import CheckpointSaveError, load_plain, save_plain, validate_plain
+from fleetmarl.checkpoint.store import (
+    REQUIRED_STATE_KEYS,
+    config_info_text,
+    load_model_checkpoint,
+    load_replay_buffer_state,
+    recent_average_reward,
+    save_model_checkpoint,
+    saved_message,
+    write_checkpoint,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "REQUIRED_STATE_KEYS",
+    "CheckpointSaveError",
+    "checkpoint_folders",
+    "checkpoint_name",
+    "cleanup_incomplete",
+    "config_info_text",
+    "find_latest_checkpoint",
+    "load_model_checkpoint",
+    "load_plain",
+    "load_replay_buffer_state",
+    "parse_checkpoint_name",
+    "read_manifest",
+    "recent_average_reward",
+    "resolve_resume",
+    "save_model_checkpoint",
+    "save_plain",
+    "saved_message",
+    "validate_plain",
+    "verify_checkpoint",
+    "write_checkpoint",
+]

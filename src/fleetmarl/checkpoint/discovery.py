@@ -1,0 +1,96 @@
+"""Finding the checkpoint to resume from, and clearing what interrupted saves left behind.
+
+The guide's recipe (``max(glob('checkpoint_ep*'), key=os.path.getctime)``) picks a folder by its
+creation time, which can be a half-written one after a crash or a copied one with a fresh ctime. We
+order by what the name says (episode, then timestamp) and take the newest folder whose manifest
+verifies, reporting every newer folder we skipped and why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from fleetmarl.checkpoint.layout import (
+    checkpoint_folders,
+    looks_like_checkpoint,
+    parse_temp_name,
+    temp_folders,
+)
+from fleetmarl.checkpoint.manifest import verify_checkpoint
+from fleetmarl.checkpoint.store import live_temp_folders
+from fleetmarl.errors import CheckpointError
+
+
+def find_latest_checkpoint(checkpoints_dir: str | Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """``(newest valid checkpoint or None, [(skipped newer folder, reason), ...])``."""
+    skipped: list[tuple[Path, str]] = []
+    for folder, _ in reversed(checkpoint_folders(checkpoints_dir)):
+        problems = verify_checkpoint(folder)
+        if not problems:
+            return folder, skipped
+        skipped.append((folder, "; ".join(problems)))
+    return None, skipped
+
+
+def resolve_resume(checkpoints_dir: str | Path, spec: str | Path, *, missing_ok: bool = False) -> Path | None:
+    """Turn ``--resume latest|PATH`` into a valid checkpoint folder, or raise a one-line CheckpointError.
+
+    ``PATH`` may also be a folder of checkpoints, meaning its latest. With ``missing_ok``, ``latest`` in
+    an empty or absent folder returns ``None`` (start a new run) instead of raising.
+    """
+    if str(spec) == "latest":
+        latest, skipped = find_latest_checkpoint(checkpoints_dir)
+        if latest is None and not (missing_ok and not skipped):
+            why = f" ({len(skipped)} broken: newest {skipped[0][0].name}: {skipped[0][1]})" if skipped else ""
+            raise CheckpointError(
+                f"no valid checkpoint to resume in {checkpoints_dir}{why}; remove --resume to start a new run"
+            )
+        return latest
+    path = Path(spec)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist; {_latest_hint(checkpoints_dir)}")
+    if path.is_dir() and not looks_like_checkpoint(path):
+        return resolve_resume(path, "latest")
+    problems = verify_checkpoint(path)
+    if problems:
+        kind = "incomplete" if all(p.startswith(("missing", "no MANIFEST")) for p in problems) else "damaged"
+        raise CheckpointError(f"checkpoint {path} is {kind} ({'; '.join(problems)}); {_latest_hint(path.parent)}")
+    return path
+
+
+def _latest_hint(checkpoints_dir: str | Path) -> str:
+    latest, _ = find_latest_checkpoint(checkpoints_dir)
+    return f"latest valid is {latest}" if latest is not None else f"no valid checkpoint in {checkpoints_dir}"
+
+
+def cleanup_incomplete(checkpoints_dir: str | Path) -> list[Path]:
+    """Delete hidden ``.tmp-`` leftovers of interrupted saves and deletions; return what was removed.
+
+    Spared: folders this process is writing right now, and folders of another process that is still
+    alive (two trainers sharing a folder must not destroy each other's save in progress).
+    """
+    live = live_temp_folders()
+    removed = []
+    for folder in temp_folders(checkpoints_dir):
+        parsed = parse_temp_name(folder.name)
+        if folder in live or parsed is None:
+            continue
+        pid = parsed[1]
+        if pid != os.getpid() and _process_alive(pid):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            removed.append(folder)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists but not ours, or we cannot tell: keep its folder
+    return True

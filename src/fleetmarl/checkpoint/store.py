@@ -1,0 +1,381 @@
+"""Save and load whole checkpoints: the guide's ``save_model_checkpoint`` / ``load_model_checkpoint``.
+
+A save is atomic. Files go into a hidden ``.tmp-...`` folder inside ``CHECKPOINTS_DIR`` (same file
+system, so the final ``os.rename`` is atomic), each fsynced, ``MANIFEST.json`` last, then the folder is
+renamed to ``checkpoint_ep{episode}_{timestamp}`` and the parent fsynced. A crash at any point leaves
+either the previous checkpoints alone or a complete new one, never a half-written folder that a
+resume would pick up.
+
+Agents are duck-typed: ``agent.checkpoint_state() -> dict`` and ``agent.load_checkpoint_state(dict)``
+are all this module uses, so the storage layer does not depend on how agents are built.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+import fleetmarl
+from fleetmarl.checkpoint.layout import (
+    CONFIG_INFO_FILE,
+    REPLAY_BUFFER_FILE,
+    TRAINING_STATE_FILE,
+    agent_filename,
+    checkpoint_name,
+    format_timestamp,
+    temp_name,
+)
+from fleetmarl.checkpoint.manifest import build_manifest, read_manifest, verify_checkpoint, write_manifest
+from fleetmarl.checkpoint.safe_io import (
+    CheckpointSaveError,
+    fsync_dir,
+    load_plain,
+    save_plain,
+    validate_plain,
+    write_text_synced,
+)
+from fleetmarl.config import SHAPE_KEYS
+from fleetmarl.errors import CheckpointError, FleetmarlError
+
+REQUIRED_STATE_KEYS = ("episode", "noise_std", "episode_rewards_log", "config", "total_episodes_planned")
+"""What the trainer must put in ``training_state``; the other guide keys are filled in when absent."""
+RECENT_REWARD_WINDOW = 100
+"""Episodes averaged for the guide's 近期平均奖励 (recent average reward)."""
+
+
+class CheckpointAgent(Protocol):
+    """The two methods the storage layer needs from an agent."""
+
+    def checkpoint_state(self) -> dict[str, Any]: ...
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None: ...
+
+
+# Temp folders being written by this process: cleanup_incomplete must not delete them under a live save.
+_LIVE_TEMP: set[Path] = set()
+_LIVE_LOCK = threading.Lock()
+_SERIAL = itertools.count(1)
+
+
+def live_temp_folders() -> set[Path]:
+    """Temp folders this process is writing right now."""
+    with _LIVE_LOCK:
+        return set(_LIVE_TEMP)
+
+
+# ---------------------------------------------------------------------- saving
+def save_model_checkpoint(
+    agents: Sequence[CheckpointAgent],
+    training_state: Mapping[str, Any],
+    checkpoints_dir: str | Path,
+    *,
+    replay_buffer_state: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    parent: str | None = None,
+    recent_reward: float | None = None,
+    eval_reward: float | None = None,
+    log: Callable[[str], None] | None = print,
+) -> Path:
+    """Save every agent, the training state and (optionally) the replay buffer; return the new folder.
+
+    Synchronous; for a background save, snapshot ``agent.checkpoint_state()`` and call
+    :func:`write_checkpoint` from a :class:`~fleetmarl.checkpoint.writer.CheckpointWriter` job.
+    Raises :class:`CheckpointSaveError` (exit 1) if the save fails; earlier checkpoints are untouched.
+    """
+    agent_states = [agent.checkpoint_state() for agent in agents]
+    path = write_checkpoint(
+        agent_states, training_state, checkpoints_dir, replay_buffer_state=replay_buffer_state,
+        run_id=run_id, parent=parent, recent_reward=recent_reward, eval_reward=eval_reward,
+    )
+    if log is not None:
+        for line in saved_message(path, len(agent_states)):
+            log(line)
+    return path
+
+
+def saved_message(path: Path, num_agents: int) -> list[str]:
+    """The guide's two log lines after a save."""
+    return [f"💾 模型检查点已保存: {path}", f"   包含: {num_agents}个智能体 + 训练状态 + 配置信息"]
+
+
+def write_checkpoint(
+    agent_states: Sequence[Mapping[str, Any]],
+    training_state: Mapping[str, Any],
+    checkpoints_dir: str | Path,
+    *,
+    replay_buffer_state: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    parent: str | None = None,
+    recent_reward: float | None = None,
+    eval_reward: float | None = None,
+) -> Path:
+    """Write already-collected states atomically; safe to call from a background thread."""
+    if not agent_states:
+        raise CheckpointSaveError("cannot save a checkpoint of zero agents")
+    state = complete_training_state(training_state)
+    for i, agent_state in enumerate(agent_states):
+        validate_plain(agent_state, f"{agent_filename(i)}: agent {i} checkpoint_state()")
+    validate_plain(state, f"{TRAINING_STATE_FILE}: training_state")
+    if replay_buffer_state is not None:
+        validate_plain(replay_buffer_state, f"{REPLAY_BUFFER_FILE}: replay_buffer_state")
+    if recent_reward is None:
+        recent_reward = recent_average_reward(state["episode_rewards_log"])
+    root = Path(checkpoints_dir)
+    final_name = checkpoint_name(state["episode"], state["checkpoint_timestamp"])
+    meta = _manifest_meta(state, len(agent_states), run_id, parent, recent_reward, eval_reward)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        temp = root / temp_name(final_name, next(_SERIAL))
+        with _LIVE_LOCK:
+            _LIVE_TEMP.add(temp)
+        try:
+            temp.mkdir()
+            names = _write_files(temp, agent_states, state, replay_buffer_state, recent_reward)
+            write_manifest(temp, build_manifest(temp, names, meta))
+            fsync_dir(temp)
+            final = _commit(temp, root, state)
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        finally:
+            with _LIVE_LOCK:
+                _LIVE_TEMP.discard(temp)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise CheckpointSaveError(
+            f"could not save checkpoint of episode {state['episode']} in {root}: {reason}; earlier checkpoints "
+            "are untouched; free disk space or set CHECKPOINTS_DIR to a writable folder"
+        ) from exc
+    return final
+
+
+def _write_files(
+    folder: Path,
+    agent_states: Sequence[Mapping[str, Any]],
+    state: Mapping[str, Any],
+    replay_buffer_state: Mapping[str, Any] | None,
+    recent_reward: float | None,
+) -> list[str]:
+    names = []
+    for i, agent_state in enumerate(agent_states):
+        save_plain(dict(agent_state), folder / agent_filename(i))
+        names.append(agent_filename(i))
+    save_plain(dict(state), folder / TRAINING_STATE_FILE)
+    names.append(TRAINING_STATE_FILE)
+    write_text_synced(folder / CONFIG_INFO_FILE, config_info_text(state, len(agent_states), recent_reward))
+    names.append(CONFIG_INFO_FILE)
+    if replay_buffer_state is not None:
+        save_plain(dict(replay_buffer_state), folder / REPLAY_BUFFER_FILE)
+        names.append(REPLAY_BUFFER_FILE)
+    return names
+
+
+def _commit(temp: Path, root: Path, state: Mapping[str, Any]) -> Path:
+    """Rename into place without ever replacing a committed checkpoint, then persist the rename."""
+    for serial in itertools.count(1):
+        final = root / checkpoint_name(state["episode"], state["checkpoint_timestamp"], serial)
+        if final.exists():
+            continue
+        try:
+            os.rename(temp, final)
+        except OSError:
+            if final.exists():  # lost a race with another writer; try the next serial
+                continue
+            raise
+        fsync_dir(root)
+        return final
+    raise AssertionError("unreachable")
+
+
+def complete_training_state(training_state: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the trainer's keys and fill the guide's derived ones, without mutating the caller's dict."""
+    missing = [key for key in REQUIRED_STATE_KEYS if key not in training_state]
+    if missing:
+        raise CheckpointSaveError(f"cannot save checkpoint: training_state lacks {', '.join(missing)}")
+    state = dict(training_state)
+    config = state["config"]
+    if not isinstance(config, Mapping):
+        raise CheckpointSaveError("cannot save checkpoint: training_state['config'] must be Config.to_dict()")
+    episode = state["episode"]
+    if type(episode) is not int or episode < 0:
+        raise CheckpointSaveError(f"cannot save checkpoint: training_state['episode'] must be an int >= 0, got {episode!r}")
+    planned = state["total_episodes_planned"]
+    state.setdefault("training_progress", 100.0 * episode / planned if planned else 0.0)
+    state.setdefault("checkpoint_timestamp", format_timestamp())
+    state.setdefault("environment_type", config.get("ENVIRONMENT_TYPE"))
+    state.setdefault("random_seed", config.get("RANDOM_SEED"))
+    return state
+
+
+def recent_average_reward(episode_rewards_log: Any, window: int = RECENT_REWARD_WINDOW) -> float | None:
+    """Mean of the last ``window`` episode rewards; a per-agent entry counts as its sum (team reward)."""
+    if episode_rewards_log is None:
+        return None
+    entries = list(episode_rewards_log)[-window:]
+    if not entries:
+        return None
+    totals = [_as_float(entry) for entry in entries]
+    return sum(totals) / len(totals)
+
+
+def _as_float(entry: Any) -> float:
+    if isinstance(entry, torch.Tensor):
+        return float(entry.sum())
+    if isinstance(entry, (list, tuple)):
+        return float(sum(_as_float(e) for e in entry))
+    if isinstance(entry, Mapping):
+        return float(sum(_as_float(e) for e in entry.values()))
+    return float(entry)
+
+
+def config_info_text(state: Mapping[str, Any], num_agents: int, recent_reward: float | None) -> str:
+    """The guide's human-readable ``config_info.txt``, field for field."""
+    reward = "N/A" if recent_reward is None or not math.isfinite(recent_reward) else f"{recent_reward:.2f}"
+    lines = [
+        "模型检查点信息",
+        "=" * 50,
+        f"保存时间: {state['checkpoint_timestamp']}",
+        f"训练轮数: {state['episode']}",
+        f"训练进度: {float(state['training_progress']):.1f}%",
+        f"当前噪声: {float(state['noise_std']):.6f}",
+        f"环境类型: {state['environment_type']}",
+        f"随机种子: {state['random_seed']}",
+        f"智能体数量: {num_agents}",
+        f"近期平均奖励: {reward}",
+        "",
+        "训练配置参数:",
+    ]
+    lines += [f"  {key}: {_config_value(value)}" for key, value in state["config"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _config_value(value: Any) -> str:
+    if isinstance(value, list):
+        return "(" + ", ".join(str(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    return str(value)
+
+
+def _manifest_meta(
+    state: Mapping[str, Any],
+    num_agents: int,
+    run_id: str | None,
+    parent: str | None,
+    recent_reward: float | None,
+    eval_reward: float | None,
+) -> dict[str, Any]:
+    config = state["config"]
+    return {
+        "fleetmarl_version": fleetmarl.__version__,
+        "torch_version": torch.__version__,
+        "episode": state["episode"],
+        "timestamp": state["checkpoint_timestamp"],
+        "run_id": run_id or state.get("run_id") or uuid.uuid4().hex[:12],
+        "parent": parent,
+        "num_agents": num_agents,
+        "shape": {key: config.get(key) for key in SHAPE_KEYS if key in config},
+        "recent_reward": _finite_or_none(recent_reward),
+        "eval_reward": _finite_or_none(eval_reward),
+    }
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+# ---------------------------------------------------------------------- loading
+def load_model_checkpoint(
+    agents: Sequence[CheckpointAgent],
+    checkpoint_path: str | Path,
+    device: torch.device | str = "cpu",
+    *,
+    config: Any = None,
+) -> dict[str, Any]:
+    """Load a checkpoint into ``agents`` (tensors mapped onto ``device``); return its training_state.
+
+    The manifest is verified first (a folder without a valid one is never loaded), then the agent
+    count and the shape keys (``NUM_AGENTS``, ``NUM_POINTS``, ``HIDDEN_DIM``, ...) are compared with
+    ``config`` (a :class:`~fleetmarl.config.Config` or its dict) or, failing that, with
+    ``agents[0].config`` when the agent has one. Everything is read with ``weights_only=True``.
+    """
+    path = Path(checkpoint_path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} does not exist; list the valid ones with `fleetmarl ckpt list`")
+    problems = verify_checkpoint(path)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise CheckpointError(f"checkpoint {path} is not valid: {problems[0]}{more}; run `fleetmarl ckpt verify {path}`")
+    manifest = read_manifest(path)
+    if manifest["num_agents"] != len(agents):
+        raise CheckpointError(
+            f"checkpoint {path} does not fit: NUM_AGENTS is {manifest['num_agents']} in the checkpoint "
+            f"but {len(agents)} here; build agents with --set NUM_AGENTS={manifest['num_agents']}"
+        )
+    map_location = _resolve_device(device, path)
+    training_state = load_plain(path / TRAINING_STATE_FILE, map_location)
+    if not isinstance(training_state, dict):
+        raise CheckpointError(f"cannot read {path / TRAINING_STATE_FILE}: expected a dict, got {type(training_state).__name__}")
+    check_compatible(training_state.get("config") or manifest.get("shape") or {}, _expected_shape(agents, config), path)
+    for i, agent in enumerate(agents):
+        state = load_plain(path / agent_filename(i), map_location)
+        try:
+            agent.load_checkpoint_state(state)
+        except FleetmarlError:
+            raise
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"checkpoint file {path / agent_filename(i)} does not fit agent {i}: {first}") from None
+    return training_state
+
+
+def load_replay_buffer_state(checkpoint_path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any] | None:
+    """The saved replay buffer state, or ``None`` when the checkpoint has none (SAVE_REPLAY_BUFFER off)."""
+    path = Path(checkpoint_path)
+    manifest = read_manifest(path)
+    if REPLAY_BUFFER_FILE not in manifest["files"]:
+        return None
+    return load_plain(path / REPLAY_BUFFER_FILE, _resolve_device(device, path))
+
+
+def check_compatible(saved: Mapping[str, Any], expected: Mapping[str, Any], path: Path) -> None:
+    """One-line error naming the first shape key whose values differ."""
+    for key in SHAPE_KEYS:
+        if key in saved and key in expected and saved[key] != expected[key]:
+            raise CheckpointError(
+                f"checkpoint {path} does not fit: {key} is {saved[key]} in the checkpoint but {expected[key]} here; "
+                f"use --set {key}={saved[key]} or pick a matching checkpoint"
+            )
+
+
+def _expected_shape(agents: Sequence[Any], config: Any) -> dict[str, Any]:
+    source = config if config is not None else getattr(agents[0], "config", None) if agents else None
+    expected: dict[str, Any] = {}
+    if source is not None:
+        for key in SHAPE_KEYS:
+            value = source.get(key) if isinstance(source, Mapping) else getattr(source, key, None)
+            if value is not None:
+                expected[key] = value
+    expected["NUM_AGENTS"] = len(agents)
+    return expected
+
+
+def _resolve_device(device: torch.device | str, path: Path) -> torch.device:
+    """Map every tensor onto ``device``; refuse early (one line) when that device does not exist here."""
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CheckpointError(f"cannot load {path} onto device {device!r}: not a torch device name") from None
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError(f"cannot load {path} onto {target}: CUDA is not available here; use device 'cpu'")
+    return target
