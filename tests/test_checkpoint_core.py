@@ -16,8 +16,9 @@ from fleetmarl.checkpoint import (
     CheckpointSaveError,
     cleanup_incomplete,
     find_latest_checkpoint,
+    is_latest_of_run,
     load_model_checkpoint,
-    load_replay_buffer_state,
+    load_replay_buffer,
     parse_checkpoint_name,
     read_manifest,
     resolve_resume,
@@ -77,7 +78,7 @@ def save(tmp_path: Path, episode: int = 200, timestamp: str = "20250817_143052",
 # ---------------------------------------------------------------------- layout and config_info.txt
 def test_layout_names_and_guide_log_lines(tmp_path: Path, capsys) -> None:
     agents = [FakeAgent(seed=i) for i in range(5)]
-    path = save_model_checkpoint(agents, make_state(config=Config()), tmp_path, replay_buffer_state={"size": 3})
+    path = save_model_checkpoint(agents, make_state(config=Config()), tmp_path, replay_buffer_state={"size": 3}, log=print)
     assert path.name == "checkpoint_ep200_20250817_143052"
     assert sorted(p.name for p in path.iterdir()) == sorted(
         [f"agent_{i}.pth" for i in range(5)]
@@ -139,7 +140,15 @@ def test_round_trip_restores_weights_optimizer_and_state(tmp_path: Path) -> None
     assert state["environment_type"] == "full" and state["random_seed"] == 123
     assert state["training_progress"] == pytest.approx(200 / 3000 * 100)
     assert state["torch_rng_state"].dtype == torch.uint8 and state["python_rng_state"] == (3, (1, 2, 3), None)
-    assert torch.equal(load_replay_buffer_state(path)["obs"], torch.arange(6))
+    assert torch.equal(load_replay_buffer(path)["obs"], torch.arange(6))
+
+
+def test_save_accepts_snapshotted_states(tmp_path: Path) -> None:
+    agents = [FakeAgent(seed=i) for i in range(2)]
+    path = save_model_checkpoint([a.checkpoint_state() for a in agents], make_state(), tmp_path)
+    fresh = [FakeAgent(seed=5), FakeAgent(seed=6)]
+    load_model_checkpoint(fresh, path, "cpu")
+    assert torch.equal(fresh[1].actor.bias, agents[1].actor.bias)
 
 
 def test_every_file_loads_with_weights_only(tmp_path: Path) -> None:
@@ -313,11 +322,16 @@ def test_payload_validation_names_the_path(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
+def test_agent_count_must_match_config_on_save(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointSaveError, match="1 agent states but config NUM_AGENTS is 2"):
+        save_model_checkpoint([FakeAgent()], make_state(), tmp_path)
+
+
 def test_missing_training_state_keys_are_named(tmp_path: Path) -> None:
     state = make_state()
     del state["noise_std"]
     with pytest.raises(CheckpointSaveError, match="lacks noise_std"):
-        save_model_checkpoint([FakeAgent()], state, tmp_path, log=None)
+        save_model_checkpoint([FakeAgent(), FakeAgent()], state, tmp_path, log=None)
 
 
 # ---------------------------------------------------------------------- atomic commit
@@ -379,9 +393,9 @@ def test_resolve_resume(tmp_path: Path) -> None:
     good = save(tmp_path, 200)
     broken = save(tmp_path, 400)
     (broken / "agent_1.pth").unlink()
-    assert resolve_resume(tmp_path, "latest") == good
-    assert resolve_resume(tmp_path, str(good)) == good
-    assert resolve_resume(tmp_path, tmp_path) == good
+    assert resolve_resume(tmp_path, "latest") == (good, [(broken, "missing agent_1.pth")])
+    assert resolve_resume(tmp_path, str(good)) == (good, [])
+    assert resolve_resume(tmp_path, tmp_path)[0] == good
     with pytest.raises(CheckpointError) as info:
         resolve_resume(tmp_path, broken)
     assert str(info.value) == (
@@ -390,6 +404,14 @@ def test_resolve_resume(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         resolve_resume(tmp_path, tmp_path / "nope")
     empty = tmp_path / "empty"
-    assert resolve_resume(empty, "latest", missing_ok=True) is None
+    assert resolve_resume(empty, "latest", missing_ok=True) == (None, [])
     with pytest.raises(CheckpointError, match="no valid checkpoint to resume"):
         resolve_resume(empty, "latest")
+
+
+def test_is_latest_of_run(tmp_path: Path) -> None:
+    old = save(tmp_path, 200, run_id="a")
+    new = save(tmp_path, 400, run_id="a")
+    branch = save(tmp_path, 600, run_id="b")
+    assert is_latest_of_run(tmp_path, new, "a") and not is_latest_of_run(tmp_path, old, "a")
+    assert is_latest_of_run(tmp_path, branch, "b") and not is_latest_of_run(tmp_path, branch, "a")

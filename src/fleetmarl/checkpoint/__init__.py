@@ -3,33 +3,56 @@
 See ``docs/checkpoints.md`` (English) and ``docs/checkpoints.zh.md`` (the user's guide).
 """
 
-from fleetmarl.checkpoint.discovery import cleanup_incomplete, find_latest_checkpoint, resolve_resume
+from fleetmarl.checkpoint.discovery import (
+    cleanup_incomplete,
+    find_latest_checkpoint,
+    is_latest_of_run,
+    resolve_resume,
+)
+from fleetmarl.checkpoint.disk import (
+    check_disk_space,
+    ensure_writable,
+    estimate_checkpoint_bytes,
+    format_bytes,
+    planned_checkpoint_count,
+)
 from fleetmarl.checkpoint.layout import checkpoint_folders, checkpoint_name, parse_checkpoint_name
 from fleetmarl.checkpoint.manifest import SCHEMA_VERSION, read_manifest, verify_checkpoint
+from fleetmarl.checkpoint.retention import prune_checkpoints
 from fleetmarl.checkpoint.safe_io import CheckpointSaveError, load_plain, save_plain, validate_plain
 from fleetmarl.checkpoint.store import (
     REQUIRED_STATE_KEYS,
     config_info_text,
     load_model_checkpoint,
-    load_replay_buffer_state,
+    load_replay_buffer,
     recent_average_reward,
     save_model_checkpoint,
     saved_message,
     write_checkpoint,
 )
+from fleetmarl.checkpoint.writer import CheckpointWriter, snapshot
 
 __all__ = [
     "SCHEMA_VERSION",
     "REQUIRED_STATE_KEYS",
     "CheckpointSaveError",
+    "CheckpointWriter",
+    "check_disk_space",
+    "ensure_writable",
+    "estimate_checkpoint_bytes",
+    "format_bytes",
+    "planned_checkpoint_count",
+    "prune_checkpoints",
+    "snapshot",
     "checkpoint_folders",
     "checkpoint_name",
     "cleanup_incomplete",
     "config_info_text",
     "find_latest_checkpoint",
+    "is_latest_of_run",
     "load_model_checkpoint",
     "load_plain",
-    "load_replay_buffer_state",
+    "load_replay_buffer",
     "parse_checkpoint_name",
     "read_manifest",
     "recent_average_reward",

@@ -18,7 +18,7 @@ from fleetmarl.checkpoint.layout import (
     parse_temp_name,
     temp_folders,
 )
-from fleetmarl.checkpoint.manifest import verify_checkpoint
+from fleetmarl.checkpoint.manifest import read_manifest, verify_checkpoint
 from fleetmarl.checkpoint.store import live_temp_folders
 from fleetmarl.errors import CheckpointError
 
@@ -34,20 +34,24 @@ def find_latest_checkpoint(checkpoints_dir: str | Path) -> tuple[Path | None, li
     return None, skipped
 
 
-def resolve_resume(checkpoints_dir: str | Path, spec: str | Path, *, missing_ok: bool = False) -> Path | None:
-    """Turn ``--resume latest|PATH`` into a valid checkpoint folder, or raise a one-line CheckpointError.
+def resolve_resume(
+    checkpoints_dir: str | Path, spec: str | Path, *, missing_ok: bool = False
+) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """Turn ``--resume latest|PATH`` into ``(valid checkpoint, skipped broken newer folders)``.
 
-    ``PATH`` may also be a folder of checkpoints, meaning its latest. With ``missing_ok``, ``latest`` in
-    an empty or absent folder returns ``None`` (start a new run) instead of raising.
+    Raises a one-line :class:`CheckpointError` when nothing valid can be resumed: an explicit PATH is
+    never silently swapped for another checkpoint, but the message names the latest valid one. PATH
+    may also be a folder of checkpoints, meaning its latest. With ``missing_ok``, ``latest`` in an
+    empty or absent folder gives ``(None, [])`` (start a new run) instead of raising.
     """
     if str(spec) == "latest":
         latest, skipped = find_latest_checkpoint(checkpoints_dir)
         if latest is None and not (missing_ok and not skipped):
-            why = f" ({len(skipped)} broken: newest {skipped[0][0].name}: {skipped[0][1]})" if skipped else ""
+            why = f" ({len(skipped)} broken, newest {skipped[0][0].name}: {skipped[0][1]})" if skipped else ""
             raise CheckpointError(
                 f"no valid checkpoint to resume in {checkpoints_dir}{why}; remove --resume to start a new run"
             )
-        return latest
+        return latest, skipped
     path = Path(spec)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist; {_latest_hint(checkpoints_dir)}")
@@ -57,7 +61,23 @@ def resolve_resume(checkpoints_dir: str | Path, spec: str | Path, *, missing_ok:
     if problems:
         kind = "incomplete" if all(p.startswith(("missing", "no MANIFEST")) for p in problems) else "damaged"
         raise CheckpointError(f"checkpoint {path} is {kind} ({'; '.join(problems)}); {_latest_hint(path.parent)}")
-    return path
+    return path, []
+
+
+def is_latest_of_run(checkpoints_dir: str | Path, checkpoint: str | Path, run_id: str) -> bool:
+    """True when ``checkpoint`` is the newest valid checkpoint of run line ``run_id`` in the folder.
+
+    Resuming from it continues the line; resuming from an older one starts a branch (a new run id),
+    so the branch's retention can never delete the original line's later checkpoints.
+    """
+    target = Path(checkpoint).resolve()
+    for folder, _ in reversed(checkpoint_folders(checkpoints_dir)):
+        if verify_checkpoint(folder, check_hashes=False):
+            continue
+        if read_manifest(folder).get("run_id") != run_id:
+            continue
+        return folder.resolve() == target
+    return False
 
 
 def _latest_hint(checkpoints_dir: str | Path) -> str:

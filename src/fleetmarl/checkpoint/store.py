@@ -74,7 +74,7 @@ def live_temp_folders() -> set[Path]:
 
 # ---------------------------------------------------------------------- saving
 def save_model_checkpoint(
-    agents: Sequence[CheckpointAgent],
+    agents: Sequence[CheckpointAgent | Mapping[str, Any]],
     training_state: Mapping[str, Any],
     checkpoints_dir: str | Path,
     *,
@@ -83,15 +83,17 @@ def save_model_checkpoint(
     parent: str | None = None,
     recent_reward: float | None = None,
     eval_reward: float | None = None,
-    log: Callable[[str], None] | None = print,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Save every agent, the training state and (optionally) the replay buffer; return the new folder.
 
-    Synchronous; for a background save, snapshot ``agent.checkpoint_state()`` and call
-    :func:`write_checkpoint` from a :class:`~fleetmarl.checkpoint.writer.CheckpointWriter` job.
+    ``agents`` may hold agents or their already-snapshotted ``checkpoint_state()`` dicts: a background
+    save (:class:`~fleetmarl.checkpoint.writer.CheckpointWriter`) must write copies taken while the
+    loop was paused, not the live weights. ``log`` (e.g. ``print``) receives the guide's two lines;
+    it is off by default because the trainer routes messages through its own progress-bar-safe log.
     Raises :class:`CheckpointSaveError` (exit 1) if the save fails; earlier checkpoints are untouched.
     """
-    agent_states = [agent.checkpoint_state() for agent in agents]
+    agent_states = [a if isinstance(a, Mapping) else a.checkpoint_state() for a in agents]
     path = write_checkpoint(
         agent_states, training_state, checkpoints_dir, replay_buffer_state=replay_buffer_state,
         run_id=run_id, parent=parent, recent_reward=recent_reward, eval_reward=eval_reward,
@@ -122,6 +124,11 @@ def write_checkpoint(
     if not agent_states:
         raise CheckpointSaveError("cannot save a checkpoint of zero agents")
     state = complete_training_state(training_state)
+    configured = state["config"].get("NUM_AGENTS")
+    if configured is not None and configured != len(agent_states):
+        raise CheckpointSaveError(
+            f"cannot save checkpoint: {len(agent_states)} agent states but config NUM_AGENTS is {configured}"
+        )
     for i, agent_state in enumerate(agent_states):
         validate_plain(agent_state, f"{agent_filename(i)}: agent {i} checkpoint_state()")
     validate_plain(state, f"{TRAINING_STATE_FILE}: training_state")
@@ -339,7 +346,7 @@ def load_model_checkpoint(
     return training_state
 
 
-def load_replay_buffer_state(checkpoint_path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any] | None:
+def load_replay_buffer(checkpoint_path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any] | None:
     """The saved replay buffer state, or ``None`` when the checkpoint has none (SAVE_REPLAY_BUFFER off)."""
     path = Path(checkpoint_path)
     manifest = read_manifest(path)
