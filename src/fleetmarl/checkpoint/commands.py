@@ -1,0 +1,210 @@
+"""``fleetmarl ckpt list|inspect|verify|prune``: look after checkpoints without writing Python.
+
+Each handler takes the parsed arguments and returns the exit status (0 fine, 1 something is wrong
+with a checkpoint); bad input raises :class:`UserError`/:class:`CheckpointError`, which the CLI prints
+as one ``fleetmarl: ...`` line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fleetmarl.checkpoint.discovery import cleanup_incomplete
+from fleetmarl.checkpoint.disk import format_bytes
+from fleetmarl.checkpoint.layout import (
+    CONFIG_INFO_FILE,
+    DEFAULT_CHECKPOINTS_DIR,
+    TIMESTAMP_FORMAT,
+    checkpoint_folders,
+    looks_like_checkpoint,
+    parse_checkpoint_name,
+    temp_folders,
+)
+from fleetmarl.checkpoint.manifest import read_manifest, verify_checkpoint
+from fleetmarl.checkpoint.retention import checkpoint_score, prune_checkpoints
+from fleetmarl.errors import CheckpointError, UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``ckpt`` command and its four actions to the CLI's subparsers."""
+    ckpt = subparsers.add_parser("ckpt", help="list, inspect, verify or prune checkpoints",
+                                 description="Look after checkpoint folders (checkpoint_ep*_YYYYmmdd_HHMMSS).")
+    actions = ckpt.add_subparsers(dest="ckpt_command", metavar="ACTION")
+    actions.required = True
+
+    listing = actions.add_parser("list", help="one line per checkpoint: episode, time, size, reward, status")
+    listing.add_argument("dir", nargs="?", default=DEFAULT_CHECKPOINTS_DIR, metavar="DIR",
+                         help=f"folder of checkpoints (default ./{DEFAULT_CHECKPOINTS_DIR})")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.add_argument("--verify", action="store_true", help="also check every file's sha256 (slower)")
+    listing.set_defaults(handler=run_list)
+
+    inspect = actions.add_parser("inspect", help="show a checkpoint's config_info.txt and manifest")
+    inspect.add_argument("path", metavar="PATH", help="a checkpoint folder")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+    inspect.set_defaults(handler=run_inspect)
+
+    verify = actions.add_parser("verify", help="check sizes and sha256 of every file; exit 1 if anything is wrong")
+    verify.add_argument("path", metavar="PATH|DIR", help="a checkpoint folder or a folder of checkpoints")
+    verify.set_defaults(handler=run_verify)
+
+    prune = actions.add_parser("prune", help="delete old checkpoints, keeping the last K and/or the best K")
+    prune.add_argument("dir", nargs="?", default=DEFAULT_CHECKPOINTS_DIR, metavar="DIR",
+                       help=f"folder of checkpoints (default ./{DEFAULT_CHECKPOINTS_DIR})")
+    prune.add_argument("--keep", type=int, default=0, metavar="K", help="keep the newest K checkpoints")
+    prune.add_argument("--keep-best", type=int, default=0, metavar="K",
+                       help="also keep the K with the best evaluation (else recent) reward")
+    prune.add_argument("--run-id", default=None, help="only prune checkpoints of this run line (see `ckpt list`)")
+    prune.add_argument("--dry-run", action="store_true", help="show what would be deleted, delete nothing")
+    prune.set_defaults(handler=run_prune)
+    return ckpt
+
+
+# ---------------------------------------------------------------------- list
+def describe(path: Path, *, check_hashes: bool = False) -> dict[str, Any]:
+    """One checkpoint folder as a row: what the name and manifest say, plus why it is invalid if so."""
+    parsed = parse_checkpoint_name(path.name)
+    problems = verify_checkpoint(path, check_hashes=check_hashes)
+    manifest = read_manifest(path) if not problems else {}
+    return {
+        "name": path.name,
+        "path": str(path),
+        "episode": parsed.episode if parsed else None,
+        "time": _pretty_time(parsed.timestamp) if parsed else None,
+        "bytes": sum(f.stat().st_size for f in path.rglob("*") if f.is_file()),
+        "reward": checkpoint_score(manifest),
+        "eval_reward": manifest.get("eval_reward"),
+        "recent_reward": manifest.get("recent_reward"),
+        "run_id": manifest.get("run_id"),
+        "valid": not problems,
+        "problems": problems,
+    }
+
+
+def _pretty_time(stamp: str) -> str:
+    try:
+        return datetime.strptime(stamp, TIMESTAMP_FORMAT).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return stamp
+
+
+def _existing_dir(value: str) -> Path:
+    path = Path(value)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint folder {path} does not exist; pass the CHECKPOINTS_DIR of your run")
+    return path
+
+
+def run_list(args: argparse.Namespace) -> int:
+    root = _existing_dir(args.dir)
+    rows = [describe(path, check_hashes=args.verify) for path, _ in checkpoint_folders(root)]
+    leftovers = [{"name": p.name, "path": str(p), "valid": False,
+                  "problems": ["unfinished save or delete (removed at the next training start)"]}
+                 for p in temp_folders(root)]
+    if args.json:
+        print(json.dumps(rows + leftovers, indent=2, ensure_ascii=False))
+        return 0
+    if not rows and not leftovers:
+        print(f"no checkpoints in {root}")
+        return 0
+    table = [("EPISODE", "SAVED", "SIZE", "REWARD", "RUN", "STATUS", "NAME")]
+    for row in rows:
+        reward = "-" if row["reward"] is None else f"{row['reward']:.2f}" + (" (eval)" if row["eval_reward"] is not None else "")
+        status = "ok" if row["valid"] else "INVALID: " + "; ".join(row["problems"])
+        table.append((str(row["episode"]), row["time"], format_bytes(row["bytes"]), reward,
+                      row["run_id"] or "-", status, row["name"]))
+    for row in leftovers:
+        table.append(("-", "-", "-", "-", "-", "INCOMPLETE: " + row["problems"][0], row["name"]))
+    _print_table(table)
+    return 0
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+
+
+# ---------------------------------------------------------------------- inspect
+def run_inspect(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    if not path.is_dir() or not looks_like_checkpoint(path):
+        raise CheckpointError(f"{path} is not a checkpoint folder; list them with `fleetmarl ckpt list`")
+    problems = verify_checkpoint(path)
+    info_file = path / CONFIG_INFO_FILE
+    info = info_file.read_text(encoding="utf-8", errors="replace") if info_file.is_file() else None
+    manifest = read_manifest(path) if _readable(path) else None
+    if args.json:
+        print(json.dumps({"path": str(path), "valid": not problems, "problems": problems,
+                          "manifest": manifest, "config_info": info}, indent=2, ensure_ascii=False))
+        return 0 if not problems else 1
+    print(info.rstrip("\n") if info is not None else f"(no {CONFIG_INFO_FILE})")
+    print()
+    print(f"MANIFEST ({path / 'MANIFEST.json'}):")
+    if manifest is None:
+        print("  (missing or unreadable)")
+    else:
+        for key, value in manifest.items():
+            if key != "files":
+                print(f"  {key}: {value}")
+        print("  files:")
+        for name, entry in manifest["files"].items():
+            print(f"    {name}  {format_bytes(entry['bytes'])}  sha256 {entry['sha256'][:16]}…")
+    print()
+    print("status: ok" if not problems else "status: INVALID: " + "; ".join(problems))
+    return 0 if not problems else 1
+
+
+def _readable(path: Path) -> bool:
+    try:
+        read_manifest(path)
+    except CheckpointError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------- verify
+def run_verify(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist; pass a checkpoint folder or a folder of checkpoints")
+    if looks_like_checkpoint(path):
+        targets = [path]
+    else:
+        targets = [p for p, _ in checkpoint_folders(path)]
+        if not targets:
+            raise UserError(f"{path} holds no checkpoint_ep* folders; pass a checkpoint folder or CHECKPOINTS_DIR")
+    bad = 0
+    for target in targets:
+        problems = verify_checkpoint(target)
+        if problems:
+            bad += 1
+            for problem in problems:
+                print(f"BAD {target}: {problem}")
+        else:
+            print(f"ok  {target}")
+    if bad:
+        print(f"{bad} of {len(targets)} checkpoint(s) failed verification")
+    return 1 if bad else 0
+
+
+# ---------------------------------------------------------------------- prune
+def run_prune(args: argparse.Namespace) -> int:
+    root = _existing_dir(args.dir)
+    if args.keep < 0 or args.keep_best < 0:
+        raise UserError("--keep and --keep-best must not be negative")
+    if args.keep == 0 and args.keep_best == 0:
+        raise UserError("say what to keep: --keep K (newest K) and/or --keep-best K (best K by reward)")
+    removed = prune_checkpoints(root, keep_last=args.keep, keep_best=args.keep_best, run_id=args.run_id,
+                                dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    for path in removed:
+        print(f"{verb} {path}")
+    if not args.dry_run:
+        cleanup_incomplete(root)
+    print(f"{verb} {len(removed)} checkpoint(s); invalid folders are never pruned (see `fleetmarl ckpt list`)")
+    return 0
