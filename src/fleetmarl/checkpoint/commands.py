@@ -69,7 +69,7 @@ def describe(path: Path, *, check_hashes: bool = False) -> dict[str, Any]:
     """One checkpoint folder as a row: what the name and manifest say, plus why it is invalid if so."""
     parsed = parse_checkpoint_name(path.name)
     problems = verify_checkpoint(path, check_hashes=check_hashes)
-    manifest = read_manifest(path) if not problems else {}
+    manifest = read_manifest(path) if _readable(path) else {}
     return {
         "name": path.name,
         "path": str(path),

@@ -327,7 +327,7 @@ def load_model_checkpoint(
     if manifest["num_agents"] != len(agents):
         raise CheckpointError(
             f"checkpoint {path} does not fit: NUM_AGENTS is {manifest['num_agents']} in the checkpoint "
-            f"but {len(agents)} here; build agents with --set NUM_AGENTS={manifest['num_agents']}"
+            f"but {len(agents)} here; use --set NUM_AGENTS={manifest['num_agents']} or pick a matching checkpoint"
         )
     map_location = _resolve_device(device, path)
     training_state = load_plain(path / TRAINING_STATE_FILE, map_location)
