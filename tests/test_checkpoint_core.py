@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import os
 import pickle
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 from fleetmarl.checkpoint import (
     CheckpointSaveError,
+    checkpoint_name,
     cleanup_incomplete,
     find_latest_checkpoint,
     is_latest_of_run,
@@ -116,6 +120,21 @@ def test_parse_checkpoint_name() -> None:
     assert parsed is not None and (parsed.episode, parsed.timestamp, parsed.serial) == (200, "20250817_143052", 1)
     assert parse_checkpoint_name(".tmp-checkpoint_ep200_20250817_143052-12-1") is None
     assert parse_checkpoint_name("checkpoint_ep2x_20250817_143052") is None
+
+
+@given(st.integers(0, 10**7), st.datetimes(min_value=datetime(1000, 1, 1)), st.integers(1, 50))
+def test_checkpoint_names_round_trip(episode: int, moment, serial: int) -> None:
+    stamp = moment.strftime("%Y%m%d_%H%M%S")
+    parsed = parse_checkpoint_name(checkpoint_name(episode, stamp, serial))
+    assert parsed is not None and (parsed.episode, parsed.timestamp, parsed.serial) == (episode, stamp, serial)
+
+
+def test_manifest_cannot_point_outside_the_folder(tmp_path: Path) -> None:
+    path = save(tmp_path)
+    manifest = json.loads((path / "MANIFEST.json").read_text())
+    manifest["files"]["../../etc/passwd"] = {"bytes": 1, "sha256": "0" * 64}
+    (path / "MANIFEST.json").write_text(json.dumps(manifest))
+    assert "outside the checkpoint folder" in verify_checkpoint(path)[0]
 
 
 def test_same_second_save_never_overwrites(tmp_path: Path) -> None:

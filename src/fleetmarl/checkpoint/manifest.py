@@ -88,6 +88,9 @@ def _manifest_problem(folder: Path) -> str | None:
         for v in files.values()
     ):
         return f"{MANIFEST_FILE} has no valid file list"
+    outside = [name for name in files if Path(name).name != name or name in (".", "..")]
+    if outside:
+        return f"{MANIFEST_FILE} lists files outside the checkpoint folder ({outside[0]!r})"
     num_agents = manifest.get("num_agents")
     if not isinstance(num_agents, int) or num_agents < 1:
         return f"{MANIFEST_FILE} has an invalid num_agents {num_agents!r}"
