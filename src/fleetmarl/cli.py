@@ -110,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fleetmarl: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `fleetmarl ckpt list | head` closed the pipe: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _strip_prefix(message: str) -> str:

@@ -1,0 +1,96 @@
+"""Training: deterministic for a seed, resumes exactly, logs and checkpoints as the guide says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from fleetmarl.config import Config
+from fleetmarl.trainer import train
+
+
+def final_weights(result) -> dict[str, torch.Tensor]:
+    return {f"{i}.{k}": v.detach().clone() for i, a in enumerate(result.agents) for k, v in a.state_dict().items()}
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_same_seed_same_run(tiny_config: Config, tmp_path: Path) -> None:
+    a = train(tiny_config, log=lambda m: None)
+    b = train(tiny_config.replace(CHECKPOINTS_DIR=str(tmp_path / "other")), log=lambda m: None)
+    assert a.state.episode_rewards_log == b.state.episode_rewards_log
+    assert len(a.state.episode_rewards_log) == tiny_config.NUM_EPISODES
+    assert a.state.updates > 0
+    assert_same_weights(final_weights(a), final_weights(b))
+
+
+def test_different_seed_differs(tiny_config: Config) -> None:
+    a = train(tiny_config.replace(ENABLE_MODEL_CHECKPOINTING=False), log=lambda m: None)
+    b = train(tiny_config.replace(ENABLE_MODEL_CHECKPOINTING=False, RANDOM_SEED=7), log=lambda m: None)
+    assert a.state.episode_rewards_log != b.state.episode_rewards_log
+
+
+def test_checkpoints_every_interval_and_at_the_end(tiny_config: Config) -> None:
+    messages: list[str] = []
+    config = tiny_config.replace(NUM_EPISODES=10, MODEL_SAVE_INTERVAL=4)
+    train(config, log=messages.append)
+    names = sorted(p.name for p in Path(config.CHECKPOINTS_DIR).iterdir() if not p.name.startswith("."))
+    episodes = sorted(int(n.split("_")[1][2:]) for n in names)
+    assert episodes == [4, 8, 10]
+    for name in names:
+        files = {p.name for p in (Path(config.CHECKPOINTS_DIR) / name).iterdir()}
+        assert {"agent_0.pth", "agent_1.pth", "training_state.pth", "config_info.txt", "MANIFEST.json"} <= files
+    saved = [m for m in messages if m.startswith("💾 模型检查点已保存: ")]
+    assert len(saved) == 3
+    assert "   包含: 2个智能体 + 训练状态 + 配置信息" in messages
+
+
+def test_checkpointing_can_be_disabled(tiny_config: Config) -> None:
+    train(tiny_config.replace(ENABLE_MODEL_CHECKPOINTING=False), log=lambda m: None)
+    assert not Path(tiny_config.CHECKPOINTS_DIR).exists()
+
+
+@pytest.mark.parametrize("save_buffer", [True, False])
+def test_resume_continues_to_a_larger_num_episodes(tiny_config: Config, tmp_path: Path, save_buffer: bool) -> None:
+    """2k episodes in one go == k episodes, then --resume latest with NUM_EPISODES=2k (bit for bit)."""
+    whole = train(tiny_config.replace(CHECKPOINTS_DIR=str(tmp_path / "whole")), log=lambda m: None)
+    half_config = tiny_config.replace(NUM_EPISODES=4, SAVE_REPLAY_BUFFER=save_buffer)
+    train(half_config, log=lambda m: None)
+    messages: list[str] = []
+    resumed = train(half_config.replace(NUM_EPISODES=8), resume="latest", log=messages.append)
+    assert any("从第4轮恢复训练" in m for m in messages)
+    assert resumed.state.episode == 8 and len(resumed.state.episode_rewards_log) == 8
+    assert resumed.state.episode_rewards_log[:4] == whole.state.episode_rewards_log[:4]
+    if save_buffer:
+        assert resumed.state.episode_rewards_log == whole.state.episode_rewards_log
+        assert_same_weights(final_weights(resumed), final_weights(whole))
+    else:
+        assert any("NOT exact" in m for m in messages)
+
+
+def test_resume_from_older_checkpoint_never_touches_the_original_line(tiny_config: Config) -> None:
+    config = tiny_config.replace(NUM_EPISODES=12)
+    train(config, log=lambda m: None)
+    ckpt_dir = Path(config.CHECKPOINTS_DIR)
+    original = {p.name for p in ckpt_dir.iterdir()}
+    assert len(original) == 3
+    oldest = min(ckpt_dir.iterdir(), key=lambda p: int(p.name.split("_")[1][2:]))
+    messages: list[str] = []
+    branch = train(config.replace(KEEP_LAST_CHECKPOINTS=1), resume=oldest, log=messages.append)
+    assert branch.state.parent == str(oldest)
+    after = {p.name for p in ckpt_dir.iterdir()}
+    assert original <= after  # nothing of the original line was overwritten or pruned
+    assert len(after - original) == 1  # the branch kept only its own newest checkpoint
+
+
+def test_resume_latest_with_no_checkpoint_is_a_clear_error(tiny_config: Config) -> None:
+    from fleetmarl.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="no valid checkpoint"):
+        train(tiny_config, resume="latest", log=lambda m: None)
