@@ -258,7 +258,7 @@ def field_docs() -> dict[str, str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef) and node.name == "Config":
             body = node.body
-            for stmt, nxt in zip(body, body[1:]):
+            for stmt, nxt in zip(body, body[1:], strict=False):
                 if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
                         and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)):
                     docs[stmt.target.id] = str(nxt.value.value)

@@ -37,7 +37,7 @@ from fleetmarl.envs.spaces import observation_dims
 from fleetmarl.errors import CheckpointError, FleetmarlError
 from fleetmarl.evaluation import evaluate_algorithm
 from fleetmarl.logging import TAG_EPISODE_REWARD, RunLogger
-from fleetmarl.schedules import lr_factor, noise_std
+from fleetmarl.schedules import noise_std
 
 RECENT_WINDOW = 100  # episodes averaged for "近期平均奖励" (recent mean reward)
 
