@@ -1,14 +1,15 @@
 """The observation and action contract between the environment and the learner.
 
 Networks are sized from :func:`observation_dims` only, so the environment may add a column without the
-learner changing. Every column is documented in ``docs/environment.md``.
+learner changing. Every column is named below (``*_COLUMNS``) and documented in ``docs/environment.md``;
+reference policies read columns by these names, never by bare numbers.
 
 Per agent, one observation is a dict with exactly these keys:
     state           (STATE_DIM,)                 its own vehicle
     point_features  (NUM_POINTS, POINT_DIM)      one row per task-point slot (empty slots flagged)
     other_obs       (NUM_AGENTS - 1, OTHER_DIM)  the other vehicles, relative to it
-    action_mask     (NUM_ACTIONS,) bool          True = allowed
-Batched forms add leading dims: ``(B, NUM_AGENTS, ...)``.
+    action_mask     (NUM_ACTIONS,)               True = allowed (bool batched, int8 in the PettingZoo env)
+Batched forms add leading dims: ``(B, NUM_AGENTS, ...)``. Every float column lies in [-1, 1].
 
 Actions are discrete: ``0..NUM_POINTS-1`` go to point j, ``NUM_POINTS`` stay/charge,
 ``NUM_POINTS + 1`` return to base.
@@ -18,12 +19,54 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+from gymnasium import spaces
+
 from fleetmarl.config import Config
 
-STATE_DIM = 13
-POINT_DIM = 10
-OTHER_DIM = 8
+STATE_COLUMNS = (
+    "x", "y",                      # position relative to the base / (MAP_SIZE / 2)
+    "load",                        # samples carried / capacity
+    "energy",                      # energy / energy capacity
+    "charge_left",                 # charging seconds left / full-charge seconds
+    "speed",                       # own speed / fastest speed in the fleet (vehicle class)
+    "capacity",                    # own capacity / largest capacity in the fleet (vehicle class)
+    "elapsed",                     # elapsed fraction of the episode
+    "idle", "to_point", "to_base", "charging",  # what it is doing now (one-hot)
+    "target_dx", "target_dy",      # current target relative to it / MAP_SIZE (0 when idle)
+    "base_distance",               # distance to the base / (MAP_SIZE / sqrt 2)
+    "cargo_slack",                 # (earliest carried deadline - now - time to base) / max deadline; 1 if empty
+)
+POINT_COLUMNS = (
+    "dx", "dy",                    # point relative to the vehicle / MAP_SIZE
+    "distance",                    # distance / (MAP_SIZE * sqrt 2)
+    "samples",                     # samples / POINT_SAMPLES_MAX
+    "deadline_left",               # seconds to deadline / max deadline
+    "priority_1", "priority_2", "priority_3",  # one-hot priority
+    "active", "served", "missed",  # slot status; all three 0 = empty slot
+    "feasible",                    # this vehicle may choose it now (= the action mask entry)
+    "arrival_slack",               # (deadline - now - travel time) / max deadline
+    "heading",                     # vehicles currently heading to it / NUM_AGENTS
+    "x", "y",                      # point relative to the base / (MAP_SIZE / 2)
+)
+OTHER_COLUMNS = (
+    "dx", "dy",                    # other vehicle relative to this one / MAP_SIZE
+    "distance",                    # distance / (MAP_SIZE * sqrt 2)
+    "load",                        # its samples carried / its capacity
+    "energy",                      # its energy / its energy capacity
+    "speed",                       # its speed / fastest speed (vehicle class)
+    "idle", "to_point", "to_base", "charging",
+    "target_dx", "target_dy",      # its target relative to this vehicle / MAP_SIZE (0 when idle)
+)
+
+STATE_DIM = len(STATE_COLUMNS)
+POINT_DIM = len(POINT_COLUMNS)
+OTHER_DIM = len(OTHER_COLUMNS)
 OBS_KEYS = ("state", "point_features", "other_obs", "action_mask")
+
+STATE = {name: i for i, name in enumerate(STATE_COLUMNS)}
+POINT = {name: i for i, name in enumerate(POINT_COLUMNS)}
+OTHER = {name: i for i, name in enumerate(OTHER_COLUMNS)}
 
 
 @dataclass(frozen=True)
@@ -57,3 +100,21 @@ def observation_dims(config: Config) -> ObservationDims:
         other_rows=config.NUM_AGENTS - 1,
         num_actions=config.NUM_POINTS + 2,
     )
+
+
+def agent_observation_space(config: Config) -> spaces.Dict:
+    """Gymnasium space of one agent's observation (the PettingZoo env's ``observation_space``).
+
+    The mask is ``MultiBinary`` (int8 values) because Gymnasium's ``Discrete.sample(mask=...)`` wants int8.
+    """
+    dims = observation_dims(config)
+    return spaces.Dict({
+        "state": spaces.Box(-1.0, 1.0, (dims.state,), np.float32),
+        "point_features": spaces.Box(-1.0, 1.0, (dims.num_points, dims.point), np.float32),
+        "other_obs": spaces.Box(-1.0, 1.0, (dims.other_rows, dims.other), np.float32),
+        "action_mask": spaces.MultiBinary(dims.num_actions),
+    })
+
+
+def agent_action_space(config: Config) -> spaces.Discrete:
+    return spaces.Discrete(config.NUM_POINTS + 2)

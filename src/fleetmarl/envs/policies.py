@@ -1,0 +1,93 @@
+"""Reference policies (design §2): uniform random over the mask, and a greedy dispatcher.
+
+Both read only the batched observation dict the learner reads (``(B, A, ...)`` arrays, columns named in
+:mod:`fleetmarl.envs.spaces`), so their numbers are a fair baseline for a trained agent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from fleetmarl.config import Config
+from fleetmarl.envs.spaces import POINT, STATE
+
+BatchPolicy = Callable[[dict[str, np.ndarray]], np.ndarray]
+REFERENCE_POLICIES = ("random", "greedy")
+
+# Greedy tuning, in observation units (times are fractions of the longest deadline).
+PRIORITY_SCORE = np.array([3.0, 2.0, 1.0])  # ranking of priority 1, 2, 3
+DISTANCE_FLOOR = 0.02                        # keeps the score finite for a point right next to the vehicle
+RETURN_CARGO_SLACK = 0.1                     # go home when the most urgent carried sample has this little slack
+RETURN_LOAD = 0.75                           # ...or when this full
+CHARGE_BELOW = 0.6                           # at the base, top up below this energy fraction
+
+
+def random_policy(obs: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """Uniform over each agent's allowed actions: (B, A) int64."""
+    mask = obs["action_mask"].astype(bool)
+    draws = rng.random(mask.shape)
+    return np.where(mask, draws, -1.0).argmax(axis=-1)
+
+
+def greedy_policy(obs: dict[str, np.ndarray]) -> np.ndarray:
+    """Dispatch idle vehicles in index order to the best unclaimed feasible point; go home when it must.
+
+    Score of a point = priority rank x samples x (1 + urgency) / distance, where urgency grows as the
+    deadline nears; points another vehicle already heads to, or an earlier vehicle claimed this step,
+    are skipped. A vehicle goes home when its cargo is urgent, it is fairly full, or nothing is feasible;
+    at the base it charges when low. Busy vehicles keep going (stay).
+    """
+    state, features = obs["state"], obs["point_features"]
+    mask = obs["action_mask"].astype(bool)
+    B, A, num_actions = mask.shape
+    P = num_actions - 2
+    score = _point_scores(features)
+    actions = np.full((B, A), P, dtype=np.int64)
+    claimed = np.zeros((B, P), dtype=bool)
+    rows = np.arange(B)
+    for agent in range(A):  # sequential dispatch: later vehicles see earlier claims (A is small)
+        s = state[:, agent]
+        idle = s[:, STATE["idle"]] > 0.5
+        load = s[:, STATE["load"]]
+        at_base = s[:, STATE["base_distance"]] <= 0.0
+        allowed = mask[:, agent, :P] & ~claimed
+        agent_score = np.where(allowed, score[:, agent], -np.inf)
+        best = agent_score.argmax(axis=1)
+        has_point = np.isfinite(agent_score[rows, best])
+        must_return = (load > 0) & ((s[:, STATE["cargo_slack"]] < RETURN_CARGO_SLACK)
+                                    | (load >= RETURN_LOAD) | ~has_point)
+        charge = at_base & (s[:, STATE["energy"]] < np.where(has_point, CHARGE_BELOW, 1.0))
+        go_point = idle & has_point & ~must_return & ~charge
+        go_home = idle & ~at_base & (must_return | ~has_point)
+        actions[:, agent] = np.where(go_point, best, np.where(go_home, P + 1, P))
+        claimed[rows[go_point], best[go_point]] = True
+    return actions
+
+
+def _point_scores(features: np.ndarray) -> np.ndarray:
+    """(B, A, P) desirability of each point for each vehicle; higher is better."""
+    priority = features[..., POINT["priority_1"]:POINT["priority_3"] + 1] @ PRIORITY_SCORE
+    urgency = 1.0 - features[..., POINT["deadline_left"]]
+    value = priority * features[..., POINT["samples"]] * (1.0 + urgency)
+    score = value / (features[..., POINT["distance"]] + DISTANCE_FLOOR)
+    return np.where(features[..., POINT["heading"]] > 0, -np.inf, score)
+
+
+def reference_policy(name: str, seed: int = 0) -> BatchPolicy:
+    """``"random"`` (its own generator, seeded by ``seed``) or ``"greedy"`` as an obs -> actions function."""
+    if name == "greedy":
+        return greedy_policy
+    if name == "random":
+        rng = np.random.default_rng(seed)
+        return lambda obs: random_policy(obs, rng)
+    raise ValueError(f"unknown reference policy {name!r}; choose one of {', '.join(REFERENCE_POLICIES)}")
+
+
+def evaluate_reference(config: Config, policy_name: str, episodes: int, seed: int) -> dict[str, dict[str, float]]:
+    """Mean and std of reward and every episode metric over ``episodes`` seeded episodes."""
+    from fleetmarl.evaluation import run_episodes, summarize  # torch-heavy; only when evaluating
+
+    policy = reference_policy(policy_name, seed)
+    return summarize(run_episodes(config, policy, episodes, seed))
