@@ -215,7 +215,7 @@ def format_mean_std(name: str, stats: dict[str, float]) -> str:
 
 def _digits(name: str, value: float) -> int:
     """Rates to three decimals, counts and large totals to one: what a reader can compare at a glance."""
-    if name.endswith("rate"):
+    if "rate" in name:
         return 3
     return 1 if abs(value) >= 10 else 2
 

@@ -1,23 +1,46 @@
-"""Noise-free evaluation on seeded episodes, shared by training-time eval and ``fleetmarl eval``.
+"""Noise-free evaluation on seeded episodes, shared by training-time eval and ``fleetmarl eval/compare``.
 
 Every policy — a trained checkpoint or a reference policy — is a function from a batched observation
 dict ``(B, N_agents, ...)`` to actions ``(B, N_agents)``, so all of them run on exactly the same
-seeded episodes and their numbers are directly comparable.
+seeded episodes and their numbers are directly comparable. Because the episodes are the same, a
+comparison can use *paired* differences (per episode, entry minus baseline), which need far fewer
+episodes than comparing two independent means.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from fleetmarl.config import Config
 from fleetmarl.envs import BatchedSamplingEnv
+from fleetmarl.errors import UserError
+from fleetmarl.policy import load_policy  # noqa: F401  (public: fleetmarl.load_policy)
 
 BatchPolicy = Callable[[dict[str, np.ndarray]], np.ndarray]
 MAX_EVAL_BATCH = 64  # episodes stepped together; chunk i is seeded with seed + i
+EVAL_SEED_OFFSET = 10_000  # the trainer evaluates on RANDOM_SEED + this; eval defaults to the same instances
+REFERENCE_POLICIES = ("greedy", "random")
+
+# Domain metrics first, in the order users read them (design §2); the environment's other counters follow.
+METRIC_ORDER = ("on_time_rate", "service_rate_weighted", "missed_points", "energy_used", "distance_km", "reward",
+                "charging_trips", "conflicts", "invalid_actions", "points_appeared", "points_served",
+                "samples_appeared", "samples_delivered", "samples_on_time")
+METRIC_LABELS = {
+    "on_time_rate": "on-time delivery rate",
+    "service_rate_weighted": "priority-weighted service rate",
+    "missed_points": "missed points",
+    "energy_used": "energy used",
+    "distance_km": "distance (km)",
+    "charging_trips": "charging trips",
+    "invalid_actions": "invalid actions",
+    "reward": "reward (sum over agents)",
+}
 
 
 def run_episodes(config: Config, policy: BatchPolicy, episodes: int, seed: int) -> dict[str, np.ndarray]:
@@ -41,8 +64,9 @@ def run_episodes(config: Config, policy: BatchPolicy, episodes: int, seed: int) 
 
 
 def summarize(per_episode: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """Mean and standard deviation of each metric."""
-    return {name: {"mean": float(np.mean(v)), "std": float(np.std(v))} for name, v in per_episode.items()}
+    """Mean and standard deviation of each metric, in reading order (domain metrics first)."""
+    return {name: {"mean": float(np.mean(per_episode[name])), "std": float(np.std(per_episode[name]))}
+            for name in ordered_metrics(per_episode)}
 
 
 def algorithm_policy(algo, device: torch.device | str = "cpu") -> BatchPolicy:
@@ -59,3 +83,91 @@ def algorithm_policy(algo, device: torch.device | str = "cpu") -> BatchPolicy:
 def evaluate_algorithm(algo, config: Config, episodes: int, seed: int,
                        device: torch.device | str = "cpu") -> dict[str, dict[str, float]]:
     return summarize(run_episodes(config, algorithm_policy(algo, device), episodes, seed))
+
+
+def default_eval_seed(config: Config) -> int:
+    """The instances the trainer's periodic evaluation used, so ``fleetmarl eval`` reproduces its numbers."""
+    return config.RANDOM_SEED + EVAL_SEED_OFFSET
+
+
+def ordered_metrics(names: Iterable[str]) -> list[str]:
+    names = list(names)
+    return [n for n in METRIC_ORDER if n in names] + sorted(n for n in names if n not in METRIC_ORDER)
+
+
+def metric_label(name: str) -> str:
+    return METRIC_LABELS.get(name, name.replace("_", " "))
+
+
+# ---------------------------------------------------------------------- reference policies
+def reference_batch_policy(name: str, seed: int) -> BatchPolicy:
+    """A reference policy as a batch policy; ``random`` draws from its own generator seeded by ``seed``."""
+    from fleetmarl.envs.policies import greedy_policy, random_policy
+
+    if name == "greedy":
+        return lambda obs: np.asarray(greedy_policy(obs))
+    if name == "random":
+        rng = np.random.default_rng(seed)
+        return lambda obs: np.asarray(random_policy(obs, rng))
+    raise UserError(f"unknown reference policy {name!r}; choose one of {', '.join(REFERENCE_POLICIES)}")
+
+
+# ---------------------------------------------------------------------- evaluation entries
+@dataclass
+class Entry:
+    """One thing to evaluate: a trained checkpoint or a reference policy, and the environment it runs on."""
+
+    name: str
+    kind: str  # "checkpoint" or "policy"
+    config: Config
+    make_policy: Callable[[int], BatchPolicy]  # seed -> fresh policy (fresh RNG, so reruns repeat)
+    checkpoint: Path | None = None
+    episode: int | None = None
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "kind": self.kind,
+                "checkpoint": str(self.checkpoint) if self.checkpoint else None, "episode": self.episode}
+
+
+@dataclass
+class EntryResult:
+    entry: Entry
+    per_episode: dict[str, np.ndarray]
+
+    @property
+    def summary(self) -> dict[str, dict[str, float]]:
+        return summarize(self.per_episode)
+
+
+def policy_entry(name: str, config: Config) -> Entry:
+    if name not in REFERENCE_POLICIES:
+        raise UserError(f"unknown reference policy {name!r}; choose one of {', '.join(REFERENCE_POLICIES)}")
+    return Entry(name=name, kind="policy", config=config, make_policy=lambda seed: reference_batch_policy(name, seed))
+
+
+def checkpoint_entry(path: str | Path, *, overrides: Sequence[str] = (), config_file: str | Path | None = None,
+                     config: Config | None = None, device: torch.device | str | None = None) -> Entry:
+    """Load a checkpoint for inference; ``config`` forces a shared environment (compare), else its own."""
+    from fleetmarl.policy import load_checkpoint_policy
+
+    loaded = load_checkpoint_policy(path, device, overrides=overrides, config_file=config_file, config=config)
+    return Entry(name=Path(path).name, kind="checkpoint", config=loaded.config, make_policy=lambda seed: loaded,
+                 checkpoint=loaded.checkpoint, episode=loaded.episode)
+
+
+def evaluate_entry(entry: Entry, episodes: int, seed: int) -> EntryResult:
+    if episodes < 1:
+        raise UserError(f"--episodes must be at least 1, got {episodes}")
+    return EntryResult(entry, run_episodes(entry.config, entry.make_policy(seed), episodes, seed))
+
+
+def paired_differences(result: EntryResult, baseline: EntryResult) -> dict[str, dict[str, float]]:
+    """Per-episode ``result - baseline`` on the same seeds: mean, std and a 95% half-width of the mean."""
+    out: dict[str, dict[str, float]] = {}
+    for name in ordered_metrics(result.per_episode):
+        if name not in baseline.per_episode:
+            continue
+        diff = result.per_episode[name] - baseline.per_episode[name]
+        std = float(np.std(diff, ddof=1)) if len(diff) > 1 else 0.0
+        out[name] = {"mean": float(np.mean(diff)), "std": std, "ci95": 1.96 * std / float(np.sqrt(len(diff)))}
+    return out

@@ -1,0 +1,185 @@
+"""What you deploy: a trained checkpoint as a function from observations to actions.
+
+Kept apart from the learner (Tianshou's Policy/Algorithm split): inference needs the actors and their
+point encoders, never the replay buffer, and must not care how training was organised. The one place
+that turns a checkpoint folder plus optional environment overrides into a ready policy is
+:func:`load_checkpoint_policy`; ``fleetmarl eval/compare/render`` and :func:`fleetmarl.load_policy` all
+go through it, so they cannot disagree about which configuration a checkpoint runs on.
+
+Configuration rule (issue 5): a checkpoint runs on the configuration saved inside it. Environment keys
+(``ENV_KEYS``) may be overridden, e.g. to test on ``simplified`` or a longer shift; keys that fix tensor
+shapes (``SHAPE_KEYS``) may not, because the weights only fit the shapes they were trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fleetmarl.checkpoint import load_model_checkpoint, load_plain, verify_checkpoint
+from fleetmarl.checkpoint.layout import TRAINING_STATE_FILE, looks_like_checkpoint
+from fleetmarl.config import ENV_KEYS, SHAPE_KEYS, Config, apply_overrides, parse_value, read_config_file
+from fleetmarl.errors import CheckpointError, ConfigError, UserError
+
+OBSERVATION_KEYS = ("state", "point_features", "other_obs", "action_mask")
+# Keys that change how inference runs, not what the weights mean; safe to set for a checkpoint.
+RUNTIME_KEYS = frozenset({"DEVICE", "NUM_THREADS", "LOG_DIR", "RUN_NAME", "RANDOM_SEED", "EVAL_EPISODES"})
+
+
+# ---------------------------------------------------------------------- configuration of a checkpoint
+def saved_config(checkpoint: str | Path) -> Config:
+    """The configuration a checkpoint was trained with, read from ``training_state.pth`` alone."""
+    path = _checked_checkpoint(checkpoint)
+    state = load_plain(path / TRAINING_STATE_FILE)
+    values = state.get("config") if isinstance(state, dict) else None
+    if not isinstance(values, Mapping):
+        raise CheckpointError(f"{path / TRAINING_STATE_FILE} holds no config; it was not written by fleetmarl train")
+    try:
+        return Config.from_dict(values, source=str(path / TRAINING_STATE_FILE))
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint {path} has a config this version cannot use: {exc}") from None
+
+
+def checkpoint_run_config(saved: Config, overrides: Iterable[str] = (), config_file: str | Path | None = None) -> Config:
+    """``saved`` with the environment keys of an explicit ``--config`` file and the ``--set`` overrides applied.
+
+    A config file normally lists every key, so only its environment keys are taken; a ``--set`` of any
+    other non-runtime key is refused (it would silently do nothing). The device defaults to 'auto' so a
+    checkpoint trained on a GPU box evaluates on a laptop.
+    """
+    config = saved.replace(DEVICE="auto")
+    if config_file is not None:
+        from_file = {k: v for k, v in read_config_file(config_file).items() if k in ENV_KEYS}
+        merged = Config.from_dict({**config.to_dict(), **from_file}, source=str(config_file))
+        _check_shapes(saved, merged, f"--config {config_file}")
+        config = merged
+    overrides = list(overrides)
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        key = key.strip()
+        if key in SHAPE_KEYS and parse_value(key, raw.strip()) != getattr(saved, key):
+            raise CheckpointError(_shape_message(f"--set {key}={raw.strip()}", key, getattr(saved, key)))
+        if key in Config.__dataclass_fields__ and key not in ENV_KEYS | RUNTIME_KEYS | set(SHAPE_KEYS):
+            raise UserError(f"--set {key} has no effect on a trained checkpoint; only environment keys "
+                            f"(e.g. ENVIRONMENT_TYPE, MAX_NUM_STEPS, MAP_SIZE) and {', '.join(sorted(RUNTIME_KEYS))} "
+                            "may be set")
+    return apply_overrides(config, overrides)
+
+
+def _check_shapes(saved: Config, wanted: Config, where: str) -> None:
+    for key in SHAPE_KEYS:
+        if getattr(saved, key) != getattr(wanted, key):
+            raise CheckpointError(_shape_message(f"{where} {key}={getattr(wanted, key)}", key, getattr(saved, key)))
+
+
+def _shape_message(what: str, key: str, saved_value: Any) -> str:
+    return (f"{what} does not fit this checkpoint, which was trained with {key}={saved_value}; the network "
+            f"shapes depend on {key}, so drop that override or use a checkpoint trained with it")
+
+
+def _checked_checkpoint(checkpoint: str | Path) -> Path:
+    path = Path(checkpoint)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist; list the valid ones with `fleetmarl ckpt list`")
+    if not path.is_dir() or not looks_like_checkpoint(path):
+        raise CheckpointError(f"{path} is not a checkpoint folder (checkpoint_ep<episode>_<YYYYmmdd_HHMMSS>); "
+                              "list the valid ones with `fleetmarl ckpt list`")
+    problems = verify_checkpoint(path)
+    if problems:
+        raise CheckpointError(f"checkpoint {path} is not valid: {problems[0]}; run `fleetmarl ckpt verify {path}`")
+    return path
+
+
+# ---------------------------------------------------------------------- the deployable policy
+@dataclass
+class CheckpointPolicy:
+    """Noise-free actions of every agent from a trained checkpoint.
+
+    Call it with a batched observation dict ``(B, N_agents, ...)`` (numpy) to get actions
+    ``(B, N_agents)``; :meth:`act` takes a PettingZoo observation dict instead.
+    """
+
+    checkpoint: Path
+    config: Config
+    agents: list
+    algo: Any
+    device: torch.device
+    episode: int
+    agent_names: list[str] = field(default_factory=list)
+
+    def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        tensors = {k: torch.as_tensor(np.asarray(obs[k])).to(self.device) for k in OBSERVATION_KEYS}
+        with torch.no_grad():
+            return self.algo.act(tensors, 0.0).cpu().numpy()
+
+    def act(self, observations: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, int]:
+        """``{agent_name: {state, point_features, other_obs, action_mask}}`` -> ``{agent_name: action}``.
+
+        Each actor reads only its own observation (decentralised execution), so a dict holding some of
+        the agents is fine; names are those of :class:`fleetmarl.envs.SamplingEnv` (``possible_agents``).
+        """
+        unknown = [name for name in observations if name not in self.agent_names]
+        if unknown:
+            raise UserError(f"unknown agent name(s) {', '.join(map(str, unknown))}; this policy drives "
+                            f"{', '.join(self.agent_names)}")
+        actions: dict[str, int] = {}
+        with torch.no_grad():
+            for name, obs in observations.items():
+                agent = self.agents[self.agent_names.index(name)]
+                action = agent.act(*(self._tensor(obs, k) for k in OBSERVATION_KEYS[:3]), noise_std=0.0,
+                                   action_mask=self._tensor(obs, "action_mask"))
+                actions[name] = int(torch.as_tensor(action).reshape(-1)[0])
+        return actions
+
+    def _tensor(self, obs: Mapping[str, Any], key: str) -> torch.Tensor:
+        if key not in obs:
+            raise UserError(f"observation lacks {key!r}; expected keys {', '.join(OBSERVATION_KEYS)}")
+        return torch.as_tensor(np.asarray(obs[key])).to(self.device)
+
+
+def load_checkpoint_policy(checkpoint: str | Path, device: torch.device | str | None = None, *,
+                           overrides: Iterable[str] = (), config_file: str | Path | None = None,
+                           config: Config | None = None) -> CheckpointPolicy:
+    """Build the agents the checkpoint needs and load its weights (not its replay buffer).
+
+    ``config`` (already resolved, e.g. a comparison's shared environment) wins over ``overrides``.
+    """
+    from fleetmarl.agents import MADDPG, build_agents
+    from fleetmarl.device import resolve_device
+
+    path = _checked_checkpoint(checkpoint)
+    saved = saved_config(path)
+    if config is None:
+        config = checkpoint_run_config(saved, overrides, config_file)
+    else:
+        _check_shapes(saved, config, "the comparison's environment:")
+    target = torch.device(device) if device is not None else resolve_device(config.DEVICE)
+    agents = build_agents(config, target)
+    state = load_model_checkpoint(agents, path, target, config=config)
+    for agent in agents:
+        agent.eval()
+    return CheckpointPolicy(checkpoint=path, config=config, agents=agents, algo=MADDPG(agents, config),
+                            device=target, episode=int(state.get("episode", 0)), agent_names=agent_names(config))
+
+
+def agent_names(config: Config) -> list[str]:
+    """The PettingZoo names of the agents, taken from the environment so the two never disagree."""
+    from fleetmarl.envs import SamplingEnv
+
+    env = SamplingEnv(config)
+    try:
+        return list(env.possible_agents)
+    finally:
+        close = getattr(env, "close", None)
+        if close is not None:
+            close()
+
+
+def load_policy(checkpoint: str | Path, device: torch.device | str = "cpu") -> CheckpointPolicy:
+    """Deployment entry point: ``load_policy(path).act(observations) -> {agent_name: action}``."""
+    return load_checkpoint_policy(checkpoint, device)
