@@ -1,0 +1,70 @@
+"""Reference policies: they only pick allowed actions, and greedy clearly beats random."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fleetmarl.config import Config
+from fleetmarl.envs import BatchedSamplingEnv
+from fleetmarl.envs.policies import evaluate_reference, greedy_policy, random_policy, reference_policy
+
+CONFIG = Config(NUM_AGENTS=3, NUM_POINTS=10, INITIAL_POINTS=5, MAX_NUM_STEPS=60, MAP_SIZE=3000.0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16), masks=st.lists(st.booleans(), min_size=2 * 3 * 4, max_size=2 * 3 * 4))
+def test_random_policy_samples_only_allowed_actions(seed: int, masks: list[bool]) -> None:
+    mask = np.array(masks).reshape(2, 3, 4)
+    mask[..., 2] = True  # stay is always allowed by the env
+    actions = random_policy({"action_mask": mask}, np.random.default_rng(seed))
+    assert actions.shape == (2, 3)
+    assert np.take_along_axis(mask, actions[..., None], axis=-1).all()
+
+
+def test_random_policy_is_uniform_over_the_mask() -> None:
+    mask = np.array([[[True, False, True, True]]])
+    rng = np.random.default_rng(0)
+    draws = np.array([random_policy({"action_mask": mask}, rng)[0, 0] for _ in range(3000)])
+    counts = np.bincount(draws, minlength=4)
+    assert counts[1] == 0 and all(abs(c - 1000) < 120 for c in counts[[0, 2, 3]])
+
+
+@pytest.mark.parametrize("env_type", ["full", "simplified"])
+def test_policies_never_choose_masked_actions(env_type: str) -> None:
+    config = CONFIG.replace(ENVIRONMENT_TYPE=env_type)
+    for policy in (greedy_policy, reference_policy("random", seed=1)):
+        env = BatchedSamplingEnv(config, num_envs=4)
+        obs = env.reset(seed=0)
+        for _ in range(config.MAX_NUM_STEPS):
+            obs, _, _, _, infos = env.step(policy(obs))
+            assert not infos["invalid_actions"].any()
+
+
+def test_greedy_dispatch_sends_one_vehicle_per_point() -> None:
+    env = BatchedSamplingEnv(CONFIG, num_envs=8)
+    obs = env.reset(seed=5)
+    for _ in range(20):
+        obs, _, _, _, _ = env.step(greedy_policy(obs))
+    assert env.core.counters["conflicts"].sum() == 0
+
+
+def test_greedy_beats_random_on_time_delivery() -> None:
+    greedy = evaluate_reference(CONFIG, "greedy", episodes=8, seed=0)
+    rand = evaluate_reference(CONFIG, "random", episodes=8, seed=0)
+    assert greedy["on_time_rate"]["mean"] > rand["on_time_rate"]["mean"] + 0.2
+    assert greedy["missed_points"]["mean"] < rand["missed_points"]["mean"]
+    assert set(greedy) >= {"reward", *BatchedSamplingEnv.metrics_names}
+
+
+def test_reference_evaluation_is_seeded() -> None:
+    first = evaluate_reference(CONFIG, "random", episodes=2, seed=3)
+    assert first == evaluate_reference(CONFIG, "random", episodes=2, seed=3)
+    assert first != evaluate_reference(CONFIG, "random", episodes=2, seed=4)
+
+
+def test_unknown_reference_policy_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="greedy"):
+        reference_policy("smart")
