@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from fleetmarl.config import Config
+from fleetmarl.envs.geometry import planar_distance
 from fleetmarl.envs.observation import build_observation
 from fleetmarl.envs.state_codes import ACTIVE, EMPTY, IDLE, MISSED, SERVED
 from fleetmarl.errors import ConfigError
@@ -60,6 +61,7 @@ class FleetCore:
         self.charge_seconds = np.asarray(fleet["charge_seconds"], dtype=np.float64)
         self.base = np.full(2, config.MAP_SIZE / 2.0)
         self.deadline_by_priority = np.asarray(config.PRIORITY_DEADLINES, dtype=np.float64)
+        self.max_deadline = float(self.deadline_by_priority.max())  # the time scale of observations
         self.weight_by_priority = np.asarray(config.PRIORITY_WEIGHTS, dtype=np.float64)
         self.priority_cumprob = np.cumsum(np.asarray(config.PRIORITY_PROBS, dtype=np.float64))[:2]
         self.dt = float(config.STEP_SECONDS)
@@ -205,14 +207,20 @@ class FleetCore:
         else:
             self._starting_charge = np.zeros_like(stay)
         # A conflict is each vehicle sent this step to a point that another vehicle already had or got.
-        new_choices = (go_point[..., None] & (act[..., None] == np.arange(P))).sum(axis=1)
+        new_choices = self._count_per_point(np.where(go_point, act, -1))
         extra = np.minimum(new_choices, np.maximum(self.heading_counts() - 1, 0))
         self.counters["conflicts"] += extra.sum(axis=1)
 
     def heading_counts(self) -> np.ndarray:
         """(B, P) number of vehicles whose target is each point."""
-        targets = self.vehicle_target[..., None] == np.arange(self.num_points)
-        return targets.sum(axis=1)
+        return self._count_per_point(self.vehicle_target)
+
+    def _count_per_point(self, choice: np.ndarray) -> np.ndarray:
+        """(B, P) how many entries of ``choice`` (B, A) name each point; other values are ignored."""
+        B, P = self.num_envs, self.num_points
+        is_point = (choice >= 0) & (choice < P)
+        flat = (np.arange(B)[:, None] * P + choice)[is_point]
+        return np.bincount(flat, minlength=B * P).reshape(B, P)
 
     def _advance_charging(self) -> None:
         """Charging is linear: a full charge takes the vehicle's charge seconds; it is busy meanwhile."""
@@ -236,7 +244,7 @@ class FleetCore:
         """Straight-line travel at the vehicle's speed; returns arrived (B, A), arrival time, energy used."""
         target_pos = self.target_positions()
         delta = target_pos - self.vehicle_pos
-        dist = np.sqrt((delta**2).sum(axis=-1))
+        dist = planar_distance(delta[..., 0], delta[..., 1])
         moving = self.vehicle_target != IDLE
         reach = np.broadcast_to(self.speed * self.dt, dist.shape)
         if self.full:
@@ -256,31 +264,36 @@ class FleetCore:
         return arrived, arrive_time, energy_used
 
     def _pick_up(self, arrived: np.ndarray, arrive_time: np.ndarray) -> np.ndarray:
-        """First vehicle to reach an active point before its deadline serves it (ties: lowest index)."""
+        """First vehicle to reach an active point before its deadline serves it (ties: lowest index).
+
+        Compared pairwise between vehicles, (B, A, A), which is smaller than a (B, A, P) table.
+        """
         A, P = self.num_agents, self.num_points
         at_point = arrived & (self.vehicle_target < P)
-        reaching = at_point[..., None] & (self.vehicle_target[..., None] == np.arange(P))  # (B, A, P)
-        times = np.where(reaching, arrive_time[..., None], np.inf)
-        first_time = times.min(axis=1)
-        first_agent = times.argmin(axis=1)
-        served = (self.point_status == ACTIVE) & (first_time <= self.point_deadline)
-        wins = reaching & (np.arange(A)[None, :, None] == first_agent[:, None, :]) & served[:, None, :]
-        winner = wins.any(axis=2)
-        picked = (wins * self.point_samples[:, None, :]).sum(axis=2)
-        weights = self.weight_by_priority[np.maximum(self.point_priority, 1) - 1]
-        picked_weight = (wins * weights[:, None, :]).sum(axis=2)
-        picked_deadline = (wins * self.point_deadline[:, None, :]).sum(axis=2)
+        target = np.where(at_point, self.vehicle_target, -1)
+        when = np.where(at_point, arrive_time, np.inf)
+        rival = (target[:, :, None] == target[:, None, :]) & at_point[:, None, :]  # [b, a, other]
+        lower_index = np.arange(A)[None, :] < np.arange(A)[:, None]  # [a, other]: other < a
+        beaten = (when[:, None, :] < when[:, :, None]) | ((when[:, None, :] == when[:, :, None]) & lower_index)
+        first = at_point & ~(rival & beaten).any(axis=2)
+        index = np.clip(target, 0, P - 1)
+        status = np.take_along_axis(self.point_status, index, axis=1)
+        deadline = np.take_along_axis(self.point_deadline, index, axis=1)
+        winner = first & (status == ACTIVE) & (when <= deadline)
+        picked = np.where(winner, np.take_along_axis(self.point_samples, index, axis=1), 0)
+        priority = np.maximum(np.take_along_axis(self.point_priority, index, axis=1), 1)
+        picked_weight = np.where(winner, self.weight_by_priority[priority - 1], 0.0)
 
         slot = np.argmax(self.lot_samples == 0, axis=2)
         b, a = np.nonzero(winner)
         self.lot_samples[b, a, slot[b, a]] = picked[b, a]
         self.lot_weight[b, a, slot[b, a]] = picked_weight[b, a]
-        self.lot_deadline[b, a, slot[b, a]] = picked_deadline[b, a]
+        self.lot_deadline[b, a, slot[b, a]] = deadline[b, a]
+        self.point_status[b, index[b, a]] = SERVED
         self.vehicle_load += picked
-        self.point_status = np.where(served, SERVED, self.point_status).astype(np.int8)
         self.vehicle_target = np.where(at_point, IDLE, self.vehicle_target)
-        self.counters["points_served"] += served.sum(axis=1)
-        self.counters["weighted_served"] += (served * self.point_samples * weights).sum(axis=1)
+        self.counters["points_served"] += winner.sum(axis=1)
+        self.counters["weighted_served"] += (picked * picked_weight).sum(axis=1)
         return picked * picked_weight
 
     def _unload(self, arrived: np.ndarray, arrive_time: np.ndarray, t_start: float

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fleetmarl.envs.spaces import OTHER, OTHER_DIM, POINT, POINT_DIM, STATE, STATE_DIM
+from fleetmarl.envs.geometry import planar_distance
 from fleetmarl.envs.state_codes import ACTIVE, IDLE, MISSED, SERVED
 
 if TYPE_CHECKING:
@@ -50,10 +50,11 @@ def _activity(core: FleetCore) -> dict[str, np.ndarray]:
 
 
 def _point_geometry(core: FleetCore) -> dict[str, np.ndarray]:
-    rel = core.point_pos[:, None, :, :] - core.vehicle_pos[:, :, None, :]  # (B, A, P, 2)
-    dist = np.sqrt((rel**2).sum(axis=-1))
-    travel = dist / core.speed[None, :, None]
-    return {"rel": rel, "dist": dist, "travel": travel}
+    """(B, A, P) offsets, distances and travel times from every vehicle to every point slot."""
+    dx = core.point_pos[:, None, :, 0] - core.vehicle_pos[:, :, None, 0]
+    dy = core.point_pos[:, None, :, 1] - core.vehicle_pos[:, :, None, 1]
+    dist = planar_distance(dx, dy)
+    return {"dx": dx, "dy": dy, "dist": dist, "travel": dist / core.speed[None, :, None]}
 
 
 def _action_mask(core: FleetCore, activity: dict[str, np.ndarray], geo: dict[str, np.ndarray]) -> np.ndarray:
@@ -65,7 +66,7 @@ def _action_mask(core: FleetCore, activity: dict[str, np.ndarray], geo: dict[str
     in_time = core.time + geo["travel"] <= core.point_deadline[:, None, :]
     allowed = activity["idle"][..., None] & active & room & in_time
     if core.full:
-        home = np.sqrt(((core.point_pos - core.base) ** 2).sum(axis=-1))  # (B, P)
+        home = planar_distance(core.point_pos[..., 0] - core.base[0], core.point_pos[..., 1] - core.base[1])
         need = (geo["dist"] + home[:, None, :]) * core.energy_per_m[None, :, None]
         allowed &= need <= core.vehicle_energy[..., None] + ENERGY_SLACK
     mask = np.ones((B, A, P + 2), dtype=bool)
@@ -84,48 +85,53 @@ def _cargo_slack(core: FleetCore, base_distance: np.ndarray, max_deadline: float
 def _state(core: FleetCore, activity: dict[str, np.ndarray]) -> np.ndarray:
     c = core.config
     M, B, A = c.MAP_SIZE, core.num_envs, core.num_agents
-    max_deadline = float(core.deadline_by_priority.max())
     from_base = core.vehicle_pos - core.base
     base_distance = np.sqrt((from_base**2).sum(axis=-1))
-    out = np.zeros((B, A, STATE_DIM))
-    out[..., STATE["x"]:STATE["y"] + 1] = from_base / (M / 2.0)
-    out[..., STATE["load"]] = core.vehicle_load / core.capacity
-    out[..., STATE["energy"]] = core.vehicle_energy / core.energy_capacity
-    out[..., STATE["charge_left"]] = np.divide(core.charge_left, core.charge_seconds,
-                                               out=np.zeros((B, A)), where=core.charge_seconds > 0)
-    out[..., STATE["speed"]] = core.speed / core.speed.max()
-    out[..., STATE["capacity"]] = core.capacity / core.capacity.max()
-    out[..., STATE["elapsed"]] = core.time / core.episode_seconds
-    for name in ("idle", "to_point", "to_base", "charging"):
-        out[..., STATE[name]] = activity[name]
-    out[..., STATE["target_dx"]:STATE["target_dy"] + 1] = activity["target_rel"]
-    out[..., STATE["base_distance"]] = base_distance / (M / np.sqrt(2.0))
-    out[..., STATE["cargo_slack"]] = _cargo_slack(core, base_distance, max_deadline)
-    return np.clip(out, -1.0, 1.0).astype(np.float32)
+    charge_left = np.divide(core.charge_left, core.charge_seconds, out=np.zeros((B, A)),
+                            where=core.charge_seconds > 0)
+    columns = [
+        from_base / (M / 2.0),
+        (core.vehicle_load / core.capacity)[..., None],
+        (core.vehicle_energy / core.energy_capacity)[..., None],
+        charge_left[..., None],
+        np.broadcast_to((core.speed / core.speed.max())[:, None], (B, A, 1)),
+        np.broadcast_to((core.capacity / core.capacity.max())[:, None], (B, A, 1)),
+        np.full((B, A, 1), core.time / core.episode_seconds),
+        np.stack([activity[name] for name in ("idle", "to_point", "to_base", "charging")], axis=-1),
+        activity["target_rel"],
+        (base_distance / (M / np.sqrt(2.0)))[..., None],
+        np.clip(_cargo_slack(core, base_distance, core.max_deadline), -1.0, 1.0)[..., None],
+    ]
+    return np.concatenate(columns, axis=-1, dtype=np.float32)
 
 
 def _point_features(core: FleetCore, geo: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
+    """Per-(vehicle, point) columns first, then per-point columns shared by all vehicles, then flags.
+
+    Built as a few whole blocks (not column by column) because this (B, A, P, F) array is the bulk of
+    every step's work.
+    """
     c = core.config
     M, B, A, P = c.MAP_SIZE, core.num_envs, core.num_agents, core.num_points
-    max_deadline = float(core.deadline_by_priority.max())
-    status = core.point_status[:, None, :]
-    deadline_left = (core.point_deadline - core.time)[:, None, :]
-    out = np.zeros((B, A, P, POINT_DIM))
-    out[..., POINT["dx"]:POINT["dy"] + 1] = geo["rel"] / M
-    out[..., POINT["distance"]] = geo["dist"] / (M * np.sqrt(2.0))
-    out[..., POINT["samples"]] = (core.point_samples / c.POINT_SAMPLES_MAX)[:, None, :]
-    out[..., POINT["deadline_left"]] = deadline_left / max_deadline
-    for level in (1, 2, 3):
-        out[..., POINT[f"priority_{level}"]] = (core.point_priority == level)[:, None, :]
-    out[..., POINT["feasible"]] = mask[..., :P]
-    out[..., POINT["arrival_slack"]] = (deadline_left - geo["travel"]) / max_deadline
-    out[..., POINT["heading"]] = (core.heading_counts() / A)[:, None, :]
-    out[..., POINT["x"]:POINT["y"] + 1] = ((core.point_pos - core.base) / (M / 2.0))[:, None, :, :]
-    out *= (status == ACTIVE)[..., None]  # only live points carry numbers; the flags below say the rest
-    out[..., POINT["active"]] = status == ACTIVE
-    out[..., POINT["served"]] = status == SERVED
-    out[..., POINT["missed"]] = status == MISSED
-    return np.clip(out, -1.0, 1.0).astype(np.float32)
+    status = core.point_status
+    active = status == ACTIVE
+    deadline_left = np.where(active, core.point_deadline - core.time, 0.0)
+    slack = np.clip((deadline_left[:, None, :] - geo["travel"]) / core.max_deadline, -1.0, 1.0)
+    pair = np.stack([geo["dx"] / M, geo["dy"] / M, geo["dist"] / (M * np.sqrt(2.0)), mask[..., :P], slack],
+                    axis=-1).astype(np.float32)
+    pair *= active[:, None, :, None]  # only live points carry numbers; the flags say the rest
+    priority = core.point_priority[..., None] == np.arange(1, 4)
+    shared = np.concatenate([
+        (core.point_samples / c.POINT_SAMPLES_MAX)[..., None],
+        np.clip(deadline_left / core.max_deadline, 0.0, 1.0)[..., None],
+        priority,
+        (core.heading_counts() / A)[..., None],
+        (core.point_pos - core.base) / (M / 2.0),
+    ], axis=-1, dtype=np.float32)
+    shared *= active[..., None]
+    flags = np.stack([active, status == SERVED, status == MISSED], axis=-1).astype(np.float32)
+    per_point = np.concatenate([shared, flags], axis=-1)
+    return np.concatenate([pair, np.broadcast_to(per_point[:, None], (B, A, P, per_point.shape[-1]))], axis=-1)
 
 
 def _other_obs(core: FleetCore, activity: dict[str, np.ndarray]) -> np.ndarray:
@@ -138,13 +144,12 @@ def _other_obs(core: FleetCore, activity: dict[str, np.ndarray]) -> np.ndarray:
     target_abs = core.vehicle_pos + activity["target_rel"] * M
     has_target = activity["to_point"] | activity["to_base"]
     target_rel = np.where(has_target[:, others][..., None], target_abs[:, others] - own_pos, 0.0)
-    out = np.zeros((B, A, A - 1, OTHER_DIM))
-    out[..., OTHER["dx"]:OTHER["dy"] + 1] = rel / M
-    out[..., OTHER["distance"]] = np.sqrt((rel**2).sum(axis=-1)) / (M * np.sqrt(2.0))
-    out[..., OTHER["load"]] = (core.vehicle_load / core.capacity)[:, others]
-    out[..., OTHER["energy"]] = (core.vehicle_energy / core.energy_capacity)[:, others]
-    out[..., OTHER["speed"]] = (core.speed / core.speed.max())[others]
-    for name in ("idle", "to_point", "to_base", "charging"):
-        out[..., OTHER[name]] = activity[name][:, others]
-    out[..., OTHER["target_dx"]:OTHER["target_dy"] + 1] = target_rel / M
-    return np.clip(out, -1.0, 1.0).astype(np.float32)
+    own = np.concatenate([
+        (core.vehicle_load / core.capacity)[..., None],
+        (core.vehicle_energy / core.energy_capacity)[..., None],
+        np.broadcast_to((core.speed / core.speed.max())[:, None], (B, A, 1)),
+        np.stack([activity[name] for name in ("idle", "to_point", "to_base", "charging")], axis=-1),
+    ], axis=-1)
+    columns = [rel / M, (np.sqrt((rel**2).sum(axis=-1)) / (M * np.sqrt(2.0)))[..., None], own[:, others],
+               np.clip(target_rel / M, -1.0, 1.0)]
+    return np.concatenate(columns, axis=-1, dtype=np.float32)

@@ -91,3 +91,28 @@ def evaluate_reference(config: Config, policy_name: str, episodes: int, seed: in
 
     policy = reference_policy(policy_name, seed)
     return summarize(run_episodes(config, policy, episodes, seed))
+
+
+def compare_reference(config: Config, episodes: int = 50, seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+    """Greedy and random on the same seeded episodes: ``{policy: {metric: {"mean", "std"}}}``.
+
+    ``python -m fleetmarl.envs.policies`` prints it for the default config (docs/environment.md).
+    """
+    return {name: evaluate_reference(config, name, episodes, seed) for name in ("greedy", "random")}
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="greedy vs random reference policies on seeded episodes")
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--env", choices=("full", "simplified"), default="full")
+    args = parser.parse_args(argv)
+    result = compare_reference(Config(ENVIRONMENT_TYPE=args.env), args.episodes, args.seed)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

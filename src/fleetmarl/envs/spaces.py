@@ -38,16 +38,18 @@ STATE_COLUMNS = (
     "cargo_slack",                 # (earliest carried deadline - now - time to base) / max deadline; 1 if empty
 )
 POINT_COLUMNS = (
+    # per vehicle and point
     "dx", "dy",                    # point relative to the vehicle / MAP_SIZE
     "distance",                    # distance / (MAP_SIZE * sqrt 2)
+    "feasible",                    # this vehicle may choose it now (= the action mask entry)
+    "arrival_slack",               # (deadline - now - travel time) / max deadline
+    # per point, the same for every vehicle
     "samples",                     # samples / POINT_SAMPLES_MAX
     "deadline_left",               # seconds to deadline / max deadline
     "priority_1", "priority_2", "priority_3",  # one-hot priority
-    "active", "served", "missed",  # slot status; all three 0 = empty slot
-    "feasible",                    # this vehicle may choose it now (= the action mask entry)
-    "arrival_slack",               # (deadline - now - travel time) / max deadline
     "heading",                     # vehicles currently heading to it / NUM_AGENTS
     "x", "y",                      # point relative to the base / (MAP_SIZE / 2)
+    "active", "served", "missed",  # slot status; all three 0 = empty slot
 )
 OTHER_COLUMNS = (
     "dx", "dy",                    # other vehicle relative to this one / MAP_SIZE
