@@ -186,8 +186,8 @@ def test_broken_checkpoint_is_one_line_exit_2(trained: Path, tmp_path: Path, cap
 def test_checkpoint_for_another_shape_fails_clearly_in_compare(trained: Path, tmp_path: Path, capsys) -> None:
     from fleetmarl.trainer import train
 
-    other = Config(**{**TINY, "NUM_POINTS": 7}, CHECKPOINTS_DIR=str(tmp_path / "other"), NUM_EPISODES=2,
-                   MODEL_SAVE_INTERVAL=2)
+    other = Config(**{**TINY, "NUM_POINTS": 7, "NUM_EPISODES": 2, "MODEL_SAVE_INTERVAL": 2},
+                   CHECKPOINTS_DIR=str(tmp_path / "other"))
     other_ckpt = train(other, log=lambda m: None).last_checkpoint
     assert main(["compare", str(trained), str(other_ckpt), "--no-tensorboard", "--episodes", "1"]) == 2
     assert "NUM_POINTS" in one_error_line(capsys)
