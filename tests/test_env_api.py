@@ -183,3 +183,33 @@ def test_impossible_config_names_the_key(changes: dict, key: str) -> None:
 def test_bad_num_envs_is_a_value_error(num_envs) -> None:
     with pytest.raises(ValueError, match="num_envs"):
         BatchedSamplingEnv(small(), num_envs=num_envs)
+
+
+def test_named_columns_hold_what_they_say() -> None:
+    """Reference policies and docs read columns by name; check several names against the core's arrays."""
+    from fleetmarl.envs.spaces import OTHER, POINT, STATE
+    from fleetmarl.envs.state_codes import ACTIVE
+
+    config = small()
+    env = BatchedSamplingEnv(config, num_envs=2)
+    obs = env.reset(seed=8)
+    rng = np.random.default_rng(0)
+    for _ in range(15):
+        obs, *_ = env.step(random_policy(obs, rng))
+    core = env.core
+    pf, state, other = obs["point_features"], obs["state"], obs["other_obs"]
+    active = core.point_status == ACTIVE
+    assert np.array_equal(pf[:, 0, :, POINT["active"]] == 1.0, active)
+    samples = np.where(active, core.point_samples / config.POINT_SAMPLES_MAX, 0.0)
+    assert np.allclose(pf[:, 1, :, POINT["samples"]], samples)
+    priority_2 = active & (core.point_priority == 2)
+    assert np.array_equal(pf[:, 2, :, POINT["priority_2"]] == 1.0, priority_2)
+    assert np.array_equal(pf[..., POINT["feasible"]] == 1.0, obs["action_mask"][..., :config.NUM_POINTS])
+    dx = (core.point_pos[:, None, :, 0] - core.vehicle_pos[:, :, None, 0]) / config.MAP_SIZE
+    assert np.allclose(pf[..., POINT["dx"]], np.where(active[:, None, :], dx, 0.0), atol=1e-6)
+    assert np.allclose(state[..., STATE["load"]], core.vehicle_load / core.capacity)
+    assert np.allclose(state[..., STATE["elapsed"]], 15 / config.MAX_NUM_STEPS)
+    # agent 0's first "other" row is agent 1
+    rel = (core.vehicle_pos[:, 1] - core.vehicle_pos[:, 0]) / config.MAP_SIZE
+    assert np.allclose(other[:, 0, 0, OTHER["dx"]:OTHER["dy"] + 1], rel, atol=1e-6)
+    assert np.allclose(other[:, 0, 0, OTHER["energy"]], core.vehicle_energy[:, 1] / core.energy_capacity[1])

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fleetmarl.envs.geometry import planar_distance
+from fleetmarl.envs.spaces import POINT_DIM
 from fleetmarl.envs.state_codes import ACTIVE, IDLE, MISSED, SERVED
 
 if TYPE_CHECKING:
@@ -108,30 +109,36 @@ def _state(core: FleetCore, activity: dict[str, np.ndarray]) -> np.ndarray:
 def _point_features(core: FleetCore, geo: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
     """Per-(vehicle, point) columns first, then per-point columns shared by all vehicles, then flags.
 
-    Built as a few whole blocks (not column by column) because this (B, A, P, F) array is the bulk of
-    every step's work.
+    Column order is POINT_COLUMNS (a test checks the names against the values); this (B, A, P, F) array
+    is the bulk of every step's work, hence the layout trick below.
     """
     c = core.config
     M, B, A, P = c.MAP_SIZE, core.num_envs, core.num_agents, core.num_points
     status = core.point_status
     active = status == ACTIVE
     deadline_left = np.where(active, core.point_deadline - core.time, 0.0)
-    slack = np.clip((deadline_left[:, None, :] - geo["travel"]) / core.max_deadline, -1.0, 1.0)
-    pair = np.stack([geo["dx"] / M, geo["dy"] / M, geo["dist"] / (M * np.sqrt(2.0)), mask[..., :P], slack],
-                    axis=-1).astype(np.float32)
-    pair *= active[:, None, :, None]  # only live points carry numbers; the flags say the rest
-    priority = core.point_priority[..., None] == np.arange(1, 4)
-    shared = np.concatenate([
-        (core.point_samples / c.POINT_SAMPLES_MAX)[..., None],
-        np.clip(deadline_left / core.max_deadline, 0.0, 1.0)[..., None],
-        priority,
-        (core.heading_counts() / A)[..., None],
-        (core.point_pos - core.base) / (M / 2.0),
-    ], axis=-1, dtype=np.float32)
-    shared *= active[..., None]
-    flags = np.stack([active, status == SERVED, status == MISSED], axis=-1).astype(np.float32)
-    per_point = np.concatenate([shared, flags], axis=-1)
-    return np.concatenate([pair, np.broadcast_to(per_point[:, None], (B, A, P, per_point.shape[-1]))], axis=-1)
+    # Filled feature-major, (B, A, F, P), so every column write is contiguous; transposed once at the end.
+    out = np.empty((B, A, POINT_DIM, P), dtype=np.float32)
+    out[:, :, 0] = geo["dx"] / M
+    out[:, :, 1] = geo["dy"] / M
+    out[:, :, 2] = geo["dist"] / (M * np.sqrt(2.0))
+    out[:, :, 3] = mask[..., :P]
+    out[:, :, 4] = np.clip((deadline_left[:, None, :] - geo["travel"]) / core.max_deadline, -1.0, 1.0)
+    out[:, :, :5] *= active[:, None, None, :]  # only live points carry numbers; the flags say the rest
+    shared = np.empty((B, POINT_DIM - 5, P), dtype=np.float32)
+    shared[:, 0] = core.point_samples / c.POINT_SAMPLES_MAX
+    shared[:, 1] = np.clip(deadline_left / core.max_deadline, 0.0, 1.0)
+    for level in (1, 2, 3):
+        shared[:, 1 + level] = core.point_priority == level
+    shared[:, 5] = core.heading_counts() / A
+    shared[:, 6] = (core.point_pos[..., 0] - core.base[0]) / (M / 2.0)
+    shared[:, 7] = (core.point_pos[..., 1] - core.base[1]) / (M / 2.0)
+    shared[:, :8] *= active[:, None, :]
+    shared[:, 8] = active
+    shared[:, 9] = status == SERVED
+    shared[:, 10] = status == MISSED
+    out[:, :, 5:] = shared[:, None]
+    return np.ascontiguousarray(out.transpose(0, 1, 3, 2))
 
 
 def _other_obs(core: FleetCore, activity: dict[str, np.ndarray]) -> np.ndarray:
