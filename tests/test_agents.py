@@ -1,0 +1,250 @@
+"""MADDPG agents and learner: masked acting, end-to-end learning of the Transformer, delayed updates,
+determinism and exact checkpoint round trips."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from fleetmarl.agents import MADDPG, MADDPGAgent, build_agents, select_actions
+from fleetmarl.buffer import ReplayBuffer
+from fleetmarl.config import Config
+from fleetmarl.envs.spaces import observation_dims
+from fleetmarl.errors import CheckpointError
+
+TINY = dict(NUM_AGENTS=3, NUM_POINTS=5, INITIAL_POINTS=3, HIDDEN_DIM=16, EMBED_DIM=8, TRANSFORMER_HEADS=2,
+            BATCH_SIZE=16, CAPACITY=64)
+
+
+def tiny(**changes) -> Config:
+    return Config(**{**TINY, **changes})
+
+
+def random_obs(config: Config, batch: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    d = observation_dims(config)
+    a = d.num_agents
+    mask = torch.rand(batch, a, d.num_actions, generator=gen) < 0.5
+    mask[..., d.num_points] = True  # stay is always allowed
+    return {
+        "state": torch.randn(batch, a, d.state, generator=gen),
+        "point_features": torch.randn(batch, a, d.num_points, d.point, generator=gen),
+        "other_obs": torch.randn(batch, a, d.other_rows, d.other, generator=gen),
+        "action_mask": mask,
+    }
+
+
+def filled_buffer(config: Config, seed: int = 0) -> ReplayBuffer:
+    buffer = ReplayBuffer(config, observation_dims(config), seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    d = observation_dims(config)
+    for _ in range(8):
+        obs, nxt = random_obs(config, 4, gen), random_obs(config, 4, gen)
+        actions = torch.randint(0, d.num_actions, (4, d.num_agents), generator=gen)
+        rewards = torch.randn(4, d.num_agents, generator=gen)
+        buffer.add({k: v.numpy() for k, v in obs.items()}, actions.numpy(), rewards.numpy(),
+                   {k: v.numpy() for k, v in nxt.items()}, np.zeros(4, dtype=bool))
+    return buffer
+
+
+def setup(config: Config, seed: int = 0) -> tuple[list[MADDPGAgent], MADDPG, ReplayBuffer]:
+    torch.manual_seed(seed)
+    agents = build_agents(config, "cpu")
+    return agents, MADDPG(agents, config), filled_buffer(config, seed)
+
+
+def train(algo: MADDPG, buffer: ReplayBuffer, updates: int) -> list[dict[str, torch.Tensor]]:
+    outs = []
+    for _ in range(updates):
+        batch = buffer.sample(algo.config.BATCH_SIZE, "cpu")
+        out = algo.update(batch)
+        buffer.update_priorities(batch.indices, out["td_errors"])
+        outs.append(out)
+    return outs
+
+
+# ---------------------------------------------------------------------- acting
+def test_agent_act_types_for_numpy_and_torch() -> None:
+    config = tiny()
+    agent = build_agents(config)[0]
+    obs = random_obs(config, 6, torch.Generator().manual_seed(0))
+    one = [obs[k][0, 0].numpy() for k in ("state", "point_features", "other_obs")]
+    action = agent.act(*one, action_mask=obs["action_mask"][0, 0].numpy())
+    assert type(action) is int
+    many = agent.act(*(obs[k][:, 0].numpy() for k in ("state", "point_features", "other_obs")),
+                     action_mask=obs["action_mask"][:, 0].numpy())
+    assert isinstance(many, np.ndarray) and many.dtype == np.int64 and many.shape == (6,)
+    assert many[0] == action
+    tensor = agent.act(*(obs[k][:, 0] for k in ("state", "point_features", "other_obs")))
+    assert tensor.dtype == torch.int64 and tensor.shape == (6,)
+
+
+@pytest.mark.parametrize("noise", [0.0, 100.0])
+def test_masked_actions_are_never_chosen(noise: float) -> None:
+    config = tiny()
+    agents = build_agents(config)
+    algo = MADDPG(agents, config)
+    obs = random_obs(config, 256, torch.Generator().manual_seed(1))
+    actions = algo.act(obs, noise)
+    assert actions.shape == (256, config.NUM_AGENTS) and actions.dtype == torch.int64
+    assert bool(obs["action_mask"].gather(2, actions.unsqueeze(-1)).all())
+    single = agents[1].act(obs["state"][:, 1], obs["point_features"][:, 1], obs["other_obs"][:, 1], noise_std=noise,
+                           action_mask=obs["action_mask"][:, 1])
+    assert bool(obs["action_mask"][:, 1].gather(1, single.unsqueeze(-1)).all())
+
+
+def test_all_masked_row_falls_back_to_stay() -> None:
+    mask = torch.zeros(2, 7, dtype=torch.bool)
+    mask[1, 2] = True
+    assert select_actions(torch.randn(2, 7), 1.0, mask, fallback=5).tolist() == [5, 2]
+
+
+def test_batched_act_equals_each_agent_acting_alone() -> None:
+    config = tiny()
+    agents, algo, buffer = setup(config)
+    train(algo, buffer, 2)  # the cached stacked parameters must follow the updates
+    obs = random_obs(config, 10, torch.Generator().manual_seed(2))
+    batched = algo.act(obs, 0.0)
+    for i, agent in enumerate(agents):
+        alone = agent.act(obs["state"][:, i], obs["point_features"][:, i], obs["other_obs"][:, i],
+                          action_mask=obs["action_mask"][:, i])
+        assert torch.equal(batched[:, i], alone)
+
+
+# ---------------------------------------------------------------------- learning
+def test_transformer_learns_end_to_end() -> None:
+    config = tiny(ENABLE_DELAYED_POLICY_UPDATES=False, GRAD_CLIP_NORM=0.0)
+    agents, algo, buffer = setup(config)
+    before = [{k: v.clone() for k, v in a.transformer.state_dict().items()} for a in agents]
+    train(algo, buffer, 1)
+    for agent, old in zip(agents, before, strict=True):
+        assert agent.transformer is agent.actor.encoder
+        grads = [p.grad for p in agent.transformer.parameters()]
+        assert all(g is not None for g in grads)
+        assert sum(float(g.abs().sum()) for g in grads) > 0
+        changed = [not torch.equal(old[k], v) for k, v in agent.transformer.state_dict().items()]
+        assert all(changed)
+        assert any(float(p.grad.abs().sum()) > 0 for p in agent.critic.encoder.parameters())
+
+
+def test_delayed_updates_hold_actor_and_targets_between_actor_steps() -> None:
+    config = tiny(ENABLE_DELAYED_POLICY_UPDATES=True, ACTOR_UPDATE_FREQUENCY=2)
+    agents, algo, buffer = setup(config)
+    train(algo, buffer, 1)  # update 0 trains the actor
+    actor = [p.clone() for p in agents[0].actor.parameters()]
+    target = [p.clone() for p in agents[0].critic_target.parameters()]
+    critic = [p.clone() for p in agents[0].critic.parameters()]
+    out = train(algo, buffer, 1)[0]  # update 1: critic only
+    assert all(torch.equal(a, b) for a, b in zip(actor, agents[0].actor.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(target, agents[0].critic_target.parameters(), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(critic, agents[0].critic.parameters(), strict=True))
+    assert algo.state_dict()["updates"] == 2 and algo.state_dict()["actor_updates"] == 1
+    assert set(out) >= {"critic_loss", "actor_loss", "q_mean", "td_abs_mean", "td_errors"}
+    assert all(isinstance(v, torch.Tensor) for v in out.values())
+    assert out["td_errors"].shape == (config.BATCH_SIZE,)
+
+
+def test_targets_move_by_polyak_average() -> None:
+    config = tiny(ENABLE_DELAYED_POLICY_UPDATES=False, TAU=0.25)
+    agents, algo, buffer = setup(config)
+    old_target = [p.clone() for p in agents[2].actor_target.parameters()]
+    train(algo, buffer, 1)
+    for old, target, online in zip(old_target, agents[2].actor_target.parameters(), agents[2].actor.parameters(), strict=True):
+        torch.testing.assert_close(target, 0.75 * old + 0.25 * online)
+
+
+def test_critic_fits_rewards() -> None:
+    config = tiny(GAMMA=0.0, LR_CRITIC=1e-2, ENABLE_PRIORITIZED_REPLAY=False)
+    _, algo, buffer = setup(config)
+    losses = [float(out["critic_loss"]) for out in train(algo, buffer, 60)]
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_same_seed_gives_identical_training() -> None:
+    config = tiny()
+    runs = []
+    for _ in range(2):
+        agents, algo, buffer = setup(config, seed=3)
+        outs = train(algo, buffer, 3)
+        runs.append(([p.clone() for a in agents for p in a.parameters()], [float(o["critic_loss"]) for o in outs]))
+    assert runs[0][1] == runs[1][1]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][0], runs[1][0], strict=True))
+
+
+def test_lr_schedule_applies_to_every_optimizer() -> None:
+    config = tiny(LR_DECAY_TYPE="step", LR_DECAY_RATE=0.5, LR_DECAY_EPISODES=10, LR_MIN_RATIO=0.1)
+    agents = build_agents(config)
+    algo = MADDPG(agents, config)
+    algo.set_episode(25)
+    for agent in agents:
+        assert agent.actor_optimizer.param_groups[0]["lr"] == pytest.approx(config.LR_ACTOR * 0.25)
+        assert agent.critic_optimizer.param_groups[0]["lr"] == pytest.approx(config.LR_CRITIC * 0.25)
+
+
+def test_continuous_agents_train() -> None:
+    config = tiny(ENABLE_DELAYED_POLICY_UPDATES=False)
+    torch.manual_seed(0)
+    agents = build_agents(config, action_type="continuous")
+    algo = MADDPG(agents, config)
+    d = observation_dims(config)
+    gen = torch.Generator().manual_seed(0)
+    obs, nxt = random_obs(config, 8, gen), random_obs(config, 8, gen)
+    actions = algo.act(obs, 0.3)
+    assert actions.shape == (8, d.num_agents, d.num_actions) and float(actions.abs().max()) <= 1.0
+    from fleetmarl.buffer import Batch
+    batch = Batch(obs=obs, actions=actions, rewards=torch.randn(8, d.num_agents), next_obs=nxt,
+                  dones=torch.zeros(8), weights=torch.ones(8), indices=torch.arange(8))
+    before = [p.clone() for p in agents[0].transformer.parameters()]
+    out = algo.update(batch)
+    assert torch.isfinite(out["actor_loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, agents[0].transformer.parameters(), strict=True))
+
+
+# ---------------------------------------------------------------------- checkpoints
+def roundtrip(state: dict) -> dict:
+    blob = io.BytesIO()
+    torch.save(state, blob)
+    blob.seek(0)
+    return torch.load(blob, weights_only=True)
+
+
+def test_checkpoint_round_trip_continues_identically() -> None:
+    config = tiny()
+    agents, algo, buffer = setup(config, seed=4)
+    algo.set_episode(8)
+    train(algo, buffer, 3)
+    saved = [roundtrip(a.checkpoint_state()) for a in agents]
+    assert set(saved[0]) >= {"actor", "critic", "actor_target", "critic_target", "actor_optimizer",
+                             "critic_optimizer", "transformer", "lr_actor", "lr_critic", "lr_schedule", "meta"}
+    assert saved[0]["meta"]["num_points"] == config.NUM_POINTS
+    algo_state, buffer_state = dict(algo.state_dict()), roundtrip(buffer.state_dict())
+    rng = torch.get_rng_state()
+
+    expected = [float(o["critic_loss"]) for o in train(algo, buffer, 3)]
+    expected_params = [p.clone() for a in agents for p in a.parameters()]
+
+    torch.manual_seed(99)  # different init: everything must come from the checkpoint
+    fresh = build_agents(config)
+    for agent, state in zip(fresh, saved, strict=True):
+        agent.load_checkpoint_state(state)
+    fresh_algo = MADDPG(fresh, config)
+    fresh_algo.load_state_dict(algo_state)
+    fresh_buffer = ReplayBuffer(config, observation_dims(config), seed=123)
+    fresh_buffer.load_state_dict(buffer_state)
+    assert fresh[0].actor_optimizer.param_groups[0]["lr"] == agents[0].actor_optimizer.param_groups[0]["lr"]
+    torch.set_rng_state(rng)
+    got = [float(o["critic_loss"]) for o in train(fresh_algo, fresh_buffer, 3)]
+    assert got == expected
+    assert all(torch.equal(a, b) for a, b in zip(expected_params, (p for a in fresh for p in a.parameters()), strict=True))
+
+
+def test_checkpoint_for_other_shape_is_refused_in_one_line() -> None:
+    state = roundtrip(build_agents(tiny(NUM_POINTS=4))[0].checkpoint_state())
+    agent = build_agents(tiny())[0]
+    with pytest.raises(CheckpointError, match="checkpoint was made for NUM_POINTS=4 but the config has NUM_POINTS=5"):
+        agent.load_checkpoint_state(state)
+    wide = roundtrip(build_agents(tiny(HIDDEN_DIM=32))[0].checkpoint_state())
+    with pytest.raises(CheckpointError, match="HIDDEN_DIM=32"):
+        agent.load_checkpoint_state(wide)
