@@ -88,6 +88,7 @@ class FleetCore:
         self.step_count = 0
         self.counters = {name: np.zeros(B) for name in _COUNTERS}
         self.action_mask = np.zeros((B, A, P + 2), dtype=bool)
+        self._starting_charge = np.zeros((B, A), dtype=bool)  # set by each step's choices, read by charging
 
     # ------------------------------------------------------------------ reset
     def reset(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
