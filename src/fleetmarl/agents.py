@@ -25,6 +25,7 @@ Nothing in it calls ``.item()`` or ``.cpu()``; losses come back as tensors.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,10 @@ from fleetmarl.schedules import lr_factor
 
 if TYPE_CHECKING:
     from fleetmarl.buffer import Batch
+
+# vmap runs the fused attention kernel once per agent (no batching rule yet); that loop of A large calls
+# is still several times faster than batched small matmuls, so the advice in this warning does not apply.
+warnings.filterwarnings("ignore", message=r".*batching rule for aten::_scaled_dot_product", category=UserWarning)
 
 ACTION_TYPES = ("discrete", "continuous")
 LOGIT_REGULARISATION = 1e-3
