@@ -144,8 +144,10 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def default_window(n: int) -> int:
-    """About 2% of the run, at least 1, at most 100: visible trend without hiding late changes."""
-    return int(min(100, max(1, n // 50)))
+    """About 2% of the run, between 5 and 100 episodes: a visible trend without hiding late changes."""
+    if n < 10:
+        return 1
+    return int(min(100, max(5, n // 50)))
 
 
 def plot_rewards(history: TrainingHistory, output: str | Path, *, window: int | None = None,
@@ -161,9 +163,11 @@ def plot_rewards(history: TrainingHistory, output: str | Path, *, window: int | 
         panels.append(("on-time delivery rate", history.on_time, "tab:green"))
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.2 * len(panels)), sharex=True, squeeze=False)
     for ax, (label, values, colour) in zip(axes[:, 0], panels, strict=True):
-        ax.plot(history.episodes, values, color=colour, alpha=0.25, linewidth=0.8, label="per episode")
-        ax.plot(history.episodes, smooth(values, window), color=colour, linewidth=2.0,
-                label=f"moving average ({window} ep)")
+        ax.plot(history.episodes, values, color=colour, alpha=0.25 if window > 1 else 1.0, linewidth=0.8,
+                label="per episode")
+        if window > 1:
+            ax.plot(history.episodes, smooth(values, window), color=colour, linewidth=2.0,
+                    label=f"moving average ({window} episodes)")
         for i, episode in enumerate(history.checkpoint_episodes):
             ax.axvline(episode, color="grey", linestyle="--", linewidth=0.8, alpha=0.7,
                        label="checkpoint" if i == 0 else None)

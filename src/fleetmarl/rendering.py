@@ -27,6 +27,7 @@ PRIORITY_COLOURS = {1: "#d62728", 2: "#ff7f0e", 3: "#1f77b4"}  # high red, mediu
 VEHICLE_COLOURS = ("#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#000000")
 VEHICLE_MARKER = "D"  # a diamond, so a vehicle never looks like a served point
 MAX_GIF_FRAMES = 60
+GIF_DPI = 80  # about 510x450 pixels: readable, and a 60-frame GIF stays well under a megabyte
 
 
 @dataclass
@@ -171,7 +172,8 @@ def draw_animation(trace: EpisodeTrace, output: Path, *, title: str = "", fps: i
         steps.append(trace.steps)
     if len(steps) < 2:
         raise UserError(f"an episode of {trace.steps} steps is too short to animate; write a .png instead")
-    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    fig, ax = plt.subplots(figsize=(5.8, 6.0))
+    fig.subplots_adjust(left=0.15, right=0.97, bottom=0.09, top=0.9)
 
     def frame(t: int) -> None:
         ax.clear()
@@ -191,7 +193,7 @@ def draw_animation(trace: EpisodeTrace, output: Path, *, title: str = "", fps: i
 
     animation = FuncAnimation(fig, frame, frames=steps, interval=1000 / fps)
     try:
-        animation.save(str(output), writer=PillowWriter(fps=fps))
+        animation.save(str(output), writer=PillowWriter(fps=fps), dpi=GIF_DPI)
     except OSError as exc:
         raise UserError(f"cannot write {output}: {exc.strerror or exc}") from None
     finally:
