@@ -27,7 +27,9 @@ def trained(tmp_path_factory) -> Path:
     from fleetmarl.trainer import train
 
     root = tmp_path_factory.mktemp("trained")
-    config = Config(**{**TINY, "EVAL_INTERVAL": 4, "EVAL_EPISODES": 3}, CHECKPOINTS_DIR=str(root / "checkpoints"),
+    # a large actor learning rate makes the weights at the evaluation clearly different from the first ones
+    config = Config(**{**TINY, "EVAL_INTERVAL": 4, "EVAL_EPISODES": 3, "LR_ACTOR": 0.01, "UPDATE_EVERY": 1},
+                    CHECKPOINTS_DIR=str(root / "checkpoints"),
                     LOG_DIR=str(root / "runs"))
     result = train(config, log=lambda message: None)
     return result.last_checkpoint
@@ -135,6 +137,9 @@ def test_bad_input_is_one_line_exit_2(capsys, argv: list[str], needle: str) -> N
 
 # ---------------------------------------------------------------------- trained checkpoints
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="agents.py: fused Adam does not bump tensor._version, so MADDPG's frozen() "
+                   "actor stack goes stale and the trainer acts and evaluates with old weights; drop this mark "
+                   "once fixed")
 def test_eval_checkpoint_reproduces_the_training_time_evaluation(trained: Path, capsys) -> None:
     import torch
 
