@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -103,12 +104,16 @@ def loop_update(agents: list[MADDPGAgent], config: Config, batch: Batch, update_
                         t.lerp_(p, config.TAU)
 
 
-def timed(fn, repeats: int) -> list[float]:
+def timed(fn, repeats: int, cpu: list[float] | None = None) -> list[float]:
+    """Wall seconds per call; also appends this process's CPU seconds per call to ``cpu`` (steadier than
+    wall time when other processes compete for the cores)."""
     out = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         out.append(time.perf_counter() - start)
+        if cpu is not None:
+            cpu.append(time.process_time() - start_cpu)
     return out
 
 
@@ -123,6 +128,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
+    load = os.getloadavg()
     config = apply_overrides(Config(CAPACITY=4096), args.set)
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
@@ -151,7 +157,8 @@ def main() -> None:
         "update (critic only)": (batched(False), loop(False)),
         f"act ({config.NUM_ENVS} envs x {config.NUM_AGENTS} agents)": (lambda: algo.act(obs, 0.1), act_loop),
     }
-    times: dict[str, dict[str, list[float]]] = {name: {"batched": [], "loop": []} for name in cases}
+    times: dict[str, dict[str, list[float]]] = {name: {"batched": [], "loop": [], "batched_cpu": [], "loop_cpu": []}
+                                                 for name in cases}
     for fast, slow in cases.values():  # warm-up
         fast()
         if not args.no_loop:
@@ -159,9 +166,9 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, (fast, slow) in cases.items():
             reps = args.repeats * (20 if name.startswith("act") else 1)
-            times[name]["batched"] += timed(fast, reps)
+            times[name]["batched"] += timed(fast, reps, times[name]["batched_cpu"])
             if not args.no_loop:
-                times[name]["loop"] += timed(slow, reps)
+                times[name]["loop"] += timed(slow, reps, times[name]["loop_cpu"])
 
     buffer = ReplayBuffer(config.replace(CAPACITY=max(config.BATCH_SIZE, 1024)), observation_dims(config), seed=0)
     small = {k: v[:8].numpy() for k, v in random_obs(config, 8, gen).items()}
@@ -175,19 +182,24 @@ def main() -> None:
     for name, t in times.items():
         fast = statistics.median(t["batched"]) * 1e3
         slow = statistics.median(t["loop"]) * 1e3 if t["loop"] else float("nan")
+        cpu_fast = statistics.median(t["batched_cpu"]) * 1e3
+        cpu_slow = statistics.median(t["loop_cpu"]) * 1e3 if t["loop_cpu"] else float("nan")
         rows.append({"case": name, "batched_ms": round(fast, 3), "loop_ms": round(slow, 3),
-                     "speedup": round(slow / fast, 2) if t["loop"] else None})
-    mean_update = {k: (rows[0][k] + (every - 1) * rows[1][k]) / every for k in ("batched_ms", "loop_ms")}
-    rows.insert(2, {"case": f"update, mean with actor every {every}", "batched_ms": round(mean_update["batched_ms"], 3),
-                    "loop_ms": round(mean_update["loop_ms"], 3),
+                     "speedup": round(slow / fast, 2) if t["loop"] else None,
+                     "batched_cpu_ms": round(cpu_fast, 3), "loop_cpu_ms": round(cpu_slow, 3)})
+    keys = ("batched_ms", "loop_ms", "batched_cpu_ms", "loop_cpu_ms")
+    mean_update = {k: (rows[0][k] + (every - 1) * rows[1][k]) / every for k in keys}
+    rows.insert(2, {"case": f"update, mean with actor every {every}", **{k: round(v, 3) for k, v in mean_update.items()},
                     "speedup": None if args.no_loop else round(mean_update["loop_ms"] / mean_update["batched_ms"], 2)})
     print(f"MADDPG update benchmark: {config.NUM_AGENTS} agents, {config.NUM_POINTS} points, batch {config.BATCH_SIZE}, "
           f"HIDDEN_DIM={config.HIDDEN_DIM} EMBED_DIM={config.EMBED_DIM} heads={config.TRANSFORMER_HEADS} "
           f"layers={config.TRANSFORMER_LAYERS}, {args.threads} threads, torch {torch.__version__}")
-    print(f"{'case':<36}{'batched ms':>12}{'loop ms':>12}{'speedup':>10}")
+    print(f"load average before: {' '.join(f'{x:.1f}' for x in load)} (wall times are only meaningful on an idle machine)")
+    print(f"{'case':<36}{'batched ms':>12}{'loop ms':>12}{'speedup':>10}{'batched cpu ms':>16}{'loop cpu ms':>13}")
     for row in rows:
         speed = f"{row['speedup']:.2f}x" if row["speedup"] else "-"
-        print(f"{row['case']:<36}{row['batched_ms']:>12.2f}{row['loop_ms']:>12.2f}{speed:>10}")
+        print(f"{row['case']:<36}{row['batched_ms']:>12.2f}{row['loop_ms']:>12.2f}{speed:>10}"
+              f"{row['batched_cpu_ms']:>16.2f}{row['loop_cpu_ms']:>13.2f}")
     per = buffer.bytes_per_transition()
     print(f"replay buffer: {per} bytes/transition, {per * 100_000 / 1e9:.2f} GB at CAPACITY=100000; "
           f"sample({config.BATCH_SIZE}) {statistics.median(sample_times) * 1e3:.2f} ms")
@@ -198,6 +210,7 @@ def main() -> None:
                                                    "ENABLE_DELAYED_POLICY_UPDATES", "ACTOR_UPDATE_FREQUENCY")},
         "actor_params": params[0], "critic_params": params[1],
         "threads": args.threads, "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+        "load_average_before": [round(x, 2) for x in load],
         "rows": rows,
         "buffer_bytes_per_transition": per,
         "buffer_gb_at_100k": round(per * 100_000 / 1e9, 3),
