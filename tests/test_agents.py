@@ -101,16 +101,27 @@ def test_all_masked_row_falls_back_to_stay() -> None:
     assert select_actions(torch.randn(2, 7), 1.0, mask, fallback=5).tolist() == [5, 2]
 
 
-def test_batched_act_equals_each_agent_acting_alone() -> None:
-    config = tiny()
+def test_batched_act_follows_every_update_and_load() -> None:
+    config = tiny(ENABLE_DELAYED_POLICY_UPDATES=False, LR_ACTOR=0.05)
     agents, algo, buffer = setup(config)
-    train(algo, buffer, 2)  # the cached stacked parameters must follow the updates
-    obs = random_obs(config, 10, torch.Generator().manual_seed(2))
-    batched = algo.act(obs, 0.0)
-    for i, agent in enumerate(agents):
-        alone = agent.act(obs["state"][:, i], obs["point_features"][:, i], obs["other_obs"][:, i],
-                          action_mask=obs["action_mask"][:, i])
-        assert torch.equal(batched[:, i], alone)
+    obs = random_obs(config, 64, torch.Generator().manual_seed(2))
+    obs["action_mask"][:] = True  # every action allowed, so a weight change shows in the argmax
+
+    def check() -> torch.Tensor:
+        batched = algo.act(obs, 0.0)
+        for i, agent in enumerate(agents):
+            alone = agent.act(obs["state"][:, i], obs["point_features"][:, i], obs["other_obs"][:, i])
+            assert torch.equal(batched[:, i], alone)
+        return batched
+
+    first = check()  # builds the cached stack
+    train(algo, buffer, 3)  # fused Adam does not bump tensor versions: the cache must still refresh
+    second = check()
+    assert not torch.equal(first, second)
+    torch.manual_seed(5)
+    other = build_agents(config)
+    agents[0].load_checkpoint_state(roundtrip(other[0].checkpoint_state()))
+    check()
 
 
 # ---------------------------------------------------------------------- learning

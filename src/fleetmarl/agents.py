@@ -268,8 +268,9 @@ class _Stack:
     """Per-agent parameters of one network kind, stacked along a new leading agent dim.
 
     ``live()`` stacks with autograd (gradients flow back to each agent's parameters); ``frozen()``
-    returns a cached detached stack, rebuilt only when a parameter changed (tracked by tensor version
-    counters, which every in-place write bumps: optimizer steps, Polyak updates, load_state_dict).
+    returns a cached detached stack, rebuilt after :meth:`invalidate` (MADDPG calls it after every
+    update: fused Adam writes parameters without bumping their version counters) or when a version
+    counter moved (``load_state_dict`` and other in-place writes from outside the learner).
     """
 
     def __init__(self, modules: Sequence[nn.Module], prefix: str = "") -> None:
@@ -282,6 +283,9 @@ class _Stack:
 
     def live(self) -> dict[str, torch.Tensor]:
         return {name: torch.stack(group) for name, group in zip(self.names, self.per_name, strict=True)}
+
+    def invalidate(self) -> None:
+        self._cache = None
 
     def frozen(self) -> dict[str, torch.Tensor]:
         versions = tuple(p._version for p in self.flat)
@@ -424,6 +428,8 @@ class MADDPG:
             self.actor_updates += 1
             self._last_actor_loss = actor_losses.detach().mean()
         self.updates += 1
+        for stack in (self._actors, self._critics, self._actor_targets, self._critic_targets):
+            stack.invalidate()
 
         td_abs = td.detach().abs()
         return {
