@@ -137,9 +137,6 @@ def test_bad_input_is_one_line_exit_2(capsys, argv: list[str], needle: str) -> N
 
 # ---------------------------------------------------------------------- trained checkpoints
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="agents.py: fused Adam does not bump tensor._version, so MADDPG's frozen() "
-                   "actor stack goes stale and the trainer acts and evaluates with old weights; drop this mark "
-                   "once fixed")
 def test_eval_checkpoint_reproduces_the_training_time_evaluation(trained: Path, capsys) -> None:
     import torch
 

@@ -111,9 +111,9 @@ class Config:
     """max gradient norm per network; 0 disables clipping"""
     HIDDEN_DIM: int = 128
     """width of actor and critic MLPs"""
-    EMBED_DIM: int = 64
+    EMBED_DIM: int = 32
     """Transformer model width for point features"""
-    TRANSFORMER_HEADS: int = 4
+    TRANSFORMER_HEADS: int = 2
     """attention heads in the point encoder"""
     TRANSFORMER_LAYERS: int = 1
     """Transformer encoder layers over the points"""
