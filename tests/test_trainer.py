@@ -94,3 +94,36 @@ def test_resume_latest_with_no_checkpoint_is_a_clear_error(tiny_config: Config) 
 
     with pytest.raises(CheckpointError, match="no valid checkpoint"):
         train(tiny_config, resume="latest", log=lambda m: None)
+
+
+def test_failed_save_is_reported_and_retried_at_the_next_interval(tiny_config: Config, monkeypatch) -> None:
+    """A full disk at one save must not end days of training: report, continue, try again."""
+    from fleetmarl import checkpoint as ckpt
+    from fleetmarl.checkpoint import CheckpointSaveError
+
+    real_save = ckpt.save_model_checkpoint
+    calls = []
+
+    def flaky_save(*args, **kwargs):
+        calls.append(kwargs.get("training_state", args[1])["episode"])
+        if len(calls) == 1:
+            raise CheckpointSaveError("no space left on device while writing agent_0.pth")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(ckpt, "save_model_checkpoint", flaky_save)
+    messages: list[str] = []
+    result = train(tiny_config, log=messages.append)
+    assert result.state.episode == tiny_config.NUM_EPISODES
+    assert calls == [4, 8]
+    assert any("checkpoint save failed" in m and "no space left" in m for m in messages)
+    saved = [p.name for p in Path(tiny_config.CHECKPOINTS_DIR).iterdir()]
+    assert len(saved) == 1 and "ep8" in saved[0]
+
+
+def test_unwritable_checkpoints_dir_is_reported_before_training(tiny_config: Config, tmp_path: Path) -> None:
+    from fleetmarl.errors import CheckpointError
+
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the checkpoints folder should be")
+    with pytest.raises(CheckpointError, match="CHECKPOINTS_DIR"):
+        train(tiny_config.replace(CHECKPOINTS_DIR=str(blocker / "checkpoints")), log=lambda m: None)
