@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -15,11 +16,13 @@ import torch
 from tests.conftest import tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
+# Subprocesses import this checkout's code, whatever `pip install -e` points at.
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
 
 
 def fleetmarl(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fleetmarl.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, **kwargs)
+                          text=True, timeout=300, env=ENV, **kwargs)
 
 
 def committed(ckpt_dir: Path) -> list[Path]:
@@ -47,10 +50,10 @@ def test_user_mistakes_are_one_line_exit_2(tmp_path: Path, flags: list[str], nee
 
 def test_main_py_is_fleetmarl_train(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, str(ROOT / "main.py"), "--help-config"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, env=ENV)
     assert out.returncode == 0 and "MODEL_SAVE_INTERVAL = 200" in out.stdout
     bad = subprocess.run([sys.executable, str(ROOT / "main.py"), "--resume", "nowhere/checkpoint_ep9"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120, env=ENV)
     assert bad.returncode == 2 and bad.stderr.startswith("fleetmarl: ") and "Traceback" not in bad.stderr
 
 
@@ -80,7 +83,7 @@ def test_kill_9_then_resume_latest_is_bit_exact(tmp_path: Path) -> None:
     assert fleetmarl("train", *flags, cwd=whole).returncode == 0
 
     proc = subprocess.Popen([sys.executable, "-m", "fleetmarl.cli", "train", *flags], cwd=broken,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     deadline = time.time() + 120
     while not committed(broken / "checkpoints") and time.time() < deadline:
         time.sleep(0.05)
@@ -105,7 +108,7 @@ def test_kill_9_then_resume_latest_is_bit_exact(tmp_path: Path) -> None:
 def test_signal_finishes_round_saves_and_exits_0(tmp_path: Path, signum: int) -> None:
     flags = tiny_overrides(NUM_EPISODES=4000, MODEL_SAVE_INTERVAL=1000)
     proc = subprocess.Popen([sys.executable, "-m", "fleetmarl.cli", "train", *flags], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     time.sleep(6.0)
     proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
@@ -121,7 +124,7 @@ def test_signal_finishes_round_saves_and_exits_0(tmp_path: Path, signum: int) ->
 def test_second_signal_exits_at_once_without_partial_checkpoint(tmp_path: Path) -> None:
     flags = tiny_overrides(NUM_EPISODES=4000, MODEL_SAVE_INTERVAL=1000, MAX_NUM_STEPS=400)
     proc = subprocess.Popen([sys.executable, "-m", "fleetmarl.cli", "train", *flags], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     time.sleep(5.0)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.2)
