@@ -1,9 +1,9 @@
 """How long does a checkpoint stall the training loop? Background (snapshot + submit) vs synchronous.
 
-Payload at the default sizes: 5 agents of a few MB each (actor, critic, both targets, Adam moments,
-Transformer) and a replay buffer of 50k transitions (state 5x13, point features 5x30x10 in float16,
-other agents 5x4x8, action mask 5x32, each twice for the next observation, plus actions, rewards,
-dones). Prints a table and writes benchmarks/results/checkpoint.json.
+The real payload at the default config: the 5 default MADDPG agents (actor, critic, both targets, both
+Adam optimizers after two updates, the Transformer) and the real replay buffer filled with 50k
+random-policy transitions of the default `full` environment. Prints a table and writes
+benchmarks/results/checkpoint.json.
 
     python benchmarks/bench_checkpoint.py [--transitions 50000] [--repeats 3] [--dir /tmp/fleetmarl-bench]
 """
@@ -20,54 +20,43 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from fleetmarl.agents import MADDPG, build_agents
+from fleetmarl.buffer import ReplayBuffer
 from fleetmarl.checkpoint import CheckpointWriter, save_model_checkpoint, snapshot
 from fleetmarl.checkpoint.disk import format_bytes, payload_bytes
 from fleetmarl.config import Config
-
-N_AGENTS, N_POINTS, STATE_DIM, POINT_DIM, OTHER_DIM, MASK_DIM = 5, 30, 13, 10, 8, 32
-
-
-def fake_agent_state(seed: int) -> dict[str, Any]:
-    """Shaped like a MADDPG agent: networks, targets, optimizers with two Adam moments each."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def net(*shapes: tuple[int, ...]) -> dict[str, torch.Tensor]:
-        return {f"layer{i}.weight": torch.randn(*s, generator=gen) for i, s in enumerate(shapes)}
-
-    actor = net((512, 256), (256, 256), (32, 256))
-    critic = net((512, 640), (256, 512), (1, 256))
-    transformer = net((192, 64), (64, 64), (256, 64), (64, 256))
-
-    def adam(params: dict[str, torch.Tensor]) -> dict[str, Any]:
-        state = {i: {"step": torch.tensor(1000.0), "exp_avg": torch.randn_like(p), "exp_avg_sq": torch.rand_like(p)}
-                 for i, p in enumerate(params.values())}
-        return {"state": state, "param_groups": [{"lr": 5e-5, "betas": (0.9, 0.999), "params": list(state)}]}
-
-    return {
-        "actor": actor, "critic": critic, "actor_target": {k: v.clone() for k, v in actor.items()},
-        "critic_target": {k: v.clone() for k, v in critic.items()}, "transformer": transformer,
-        "actor_optimizer": adam({**actor, **transformer}), "critic_optimizer": adam(critic),
-        "lr_actor": 5e-5, "lr_critic": 5e-4,
-    }
+from fleetmarl.envs import BatchedSamplingEnv
+from fleetmarl.envs.policies import random_policy
+from fleetmarl.envs.spaces import observation_dims
 
 
-def fake_replay_buffer(transitions: int) -> dict[str, Any]:
-    obs = {
-        "state": torch.randn(transitions, N_AGENTS, STATE_DIM),
-        "point_features": torch.randn(transitions, N_AGENTS, N_POINTS, POINT_DIM).half(),
-        "other_obs": torch.randn(transitions, N_AGENTS, N_AGENTS - 1, OTHER_DIM),
-        "action_mask": torch.rand(transitions, N_AGENTS, MASK_DIM) > 0.3,
-    }
-    data = {**obs, **{f"next_{k}": v.clone() for k, v in obs.items()}}
-    data.update(
-        actions=torch.randint(0, MASK_DIM, (transitions, N_AGENTS)),
-        rewards=torch.randn(transitions, N_AGENTS),
-        dones=torch.zeros(transitions, dtype=torch.bool),
-        priorities=torch.rand(transitions),
-    )
-    return {"size": transitions, "position": transitions, "data": data}
+def real_agents(config: Config) -> list:
+    """The default MADDPG agents (their Adam moments are filled by the updates below)."""
+    torch.manual_seed(config.RANDOM_SEED)
+    return build_agents(config, "cpu")
+
+
+def real_replay_buffer(config: Config, agents: list, transitions: int) -> tuple[ReplayBuffer, MADDPG]:
+    """Fill the real replay buffer with `transitions` random-policy steps of the default environment."""
+    dims = observation_dims(config)
+    buffer = ReplayBuffer(config.replace(CAPACITY=max(config.CAPACITY, transitions)), dims, seed=0)
+    envs = 64
+    env = BatchedSamplingEnv(config, num_envs=envs)
+    rng = np.random.default_rng(0)
+    obs = env.reset(seed=0)
+    while len(buffer) < transitions:
+        actions = random_policy(obs, rng)
+        next_obs, rewards, terminated, truncated, infos = env.step(actions)
+        dones = terminated | truncated
+        buffer.add(obs, actions, rewards, infos["final_obs"] if dones.any() else next_obs, dones)
+        obs = next_obs
+    algo = MADDPG(agents, config)
+    for _ in range(2):  # populate both optimizers' moments
+        algo.update(buffer.sample(config.BATCH_SIZE, "cpu"))
+    return buffer, algo
 
 
 def training_state(episode: int) -> dict[str, Any]:
@@ -80,8 +69,11 @@ def training_state(episode: int) -> dict[str, Any]:
 
 
 def bench(transitions: int, repeats: int, root: Path) -> dict[str, Any]:
-    agents = [fake_agent_state(i) for i in range(N_AGENTS)]
-    buffer = fake_replay_buffer(transitions)
+    config = Config()
+    live_agents = real_agents(config)
+    replay, _ = real_replay_buffer(config, live_agents, transitions)
+    agents = snapshot([a.checkpoint_state() for a in live_agents])
+    buffer = snapshot(replay.state_dict())
     sync_s, blocked_s, snapshot_s, background_s = [], [], [], []
     sizes = []
     for r in range(repeats):
@@ -109,7 +101,8 @@ def bench(transitions: int, repeats: int, root: Path) -> dict[str, Any]:
     writer.close()
     return {
         "transitions": transitions,
-        "agents": N_AGENTS,
+        "agents": config.NUM_AGENTS,
+        "buffer_bytes_per_transition": replay.bytes_per_transition(),
         "agent_state_bytes": payload_bytes(agents[0]),
         "replay_buffer_bytes": payload_bytes(buffer),
         "checkpoint_bytes_on_disk": int(statistics.median(sizes)),
