@@ -4,8 +4,9 @@
 evaluation). :class:`MADDPG` owns the update and the batched acting; it never owns parameters: it
 stacks the agents' parameters with ``torch.stack`` (differentiable, so gradients land on each agent's
 own parameters and each agent's own optimizer steps them) and runs every agent's network in *one*
-call with ``torch.func.vmap`` over ``functional_call``. That turns 5 agents x (actor, target actor,
-critic, target critic) small calls into 4 large ones.
+call through :mod:`fleetmarl.stacked_networks` (batched GEMMs with fused bias, one attention kernel for
+all agents). That turns 5 agents x (actor, target actor, critic, target critic) small calls into 4
+large ones.
 
 One update (``MADDPG.update``):
 1. target actions of all agents on ``next_obs`` from the target actors (TD3 smoothing: clipped
@@ -25,28 +26,23 @@ Nothing in it calls ``.item()`` or ``.cpu()``; losses come back as tensors.
 from __future__ import annotations
 
 import copy
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, vmap
 
 from fleetmarl.config import Config
 from fleetmarl.envs.spaces import ObservationDims, observation_dims
 from fleetmarl.errors import CheckpointError
 from fleetmarl.networks import Actor, CentralCritic
 from fleetmarl.schedules import lr_factor
+from fleetmarl.stacked_networks import StackedActor, StackedCritic
 
 if TYPE_CHECKING:
     from fleetmarl.buffer import Batch
-
-# vmap runs the fused attention kernel once per agent (no batching rule yet); that loop of A large calls
-# is still several times faster than batched small matmuls, so the advice in this warning does not apply.
-warnings.filterwarnings("ignore", message=r".*batching rule for aten::_scaled_dot_product", category=UserWarning)
 
 ACTION_TYPES = ("discrete", "continuous")
 LOGIT_REGULARISATION = 1e-3
@@ -273,9 +269,9 @@ class _Stack:
     counter moved (``load_state_dict`` and other in-place writes from outside the learner).
     """
 
-    def __init__(self, modules: Sequence[nn.Module], prefix: str = "") -> None:
+    def __init__(self, modules: Sequence[nn.Module]) -> None:
         named = [dict(m.named_parameters()) for m in modules]
-        self.names = [prefix + name for name in named[0]]
+        self.names = list(named[0])
         self.per_name = [[params[name] for params in named] for name in named[0]]
         self.flat = [p for group in self.per_name for p in group]
         self._cache: dict[str, torch.Tensor] | None = None
@@ -312,32 +308,11 @@ class MADDPG:
         self.actor_updates = 0
         self.episode = 0
         self._actors = _Stack([a.actor for a in agents])
-        self._critics = _Stack([a.critic for a in agents], prefix=_MethodCall.PREFIX)
+        self._critics = _Stack([a.critic for a in agents])
         self._actor_targets = _Stack([a.actor_target for a in agents])
-        self._critic_targets = _Stack([a.critic_target for a in agents], prefix=_MethodCall.PREFIX)
-        # parameter-free copies that functional_call fills with the stacked parameters
-        actor_template = copy.deepcopy(agents[0].actor).to("meta")
-        critic_template = copy.deepcopy(agents[0].critic).to("meta")
-
-        def actor_fn(params: dict, state: torch.Tensor, points: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-            return functional_call(actor_template, params, (state, points, other))
-
-        embed_points = _MethodCall(critic_template, "embed_points")
-        q_value = _MethodCall(critic_template, "q_value")
-
-        def critic_fn(params: dict, points: torch.Tensor, states: torch.Tensor,
-                      actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            tokens, pooled = functional_call(embed_points, params, (points,))
-            return functional_call(q_value, params, (tokens, pooled, states, actions)), tokens, pooled
-
-        def critic_q_fn(params: dict, tokens: torch.Tensor, pooled: torch.Tensor, states: torch.Tensor,
-                        actions: torch.Tensor) -> torch.Tensor:
-            return functional_call(q_value, params, (tokens, pooled, states, actions))
-
-        # (A, ...) per-agent inputs; None = the same input for every agent
-        self._actor_all: Callable = vmap(actor_fn)
-        self._critic_all: Callable = vmap(critic_fn, in_dims=(0, 0, None, None))
-        self._critic_q_each: Callable = vmap(critic_q_fn, in_dims=(0, 0, 0, None, 0))
+        self._critic_targets = _Stack([a.critic_target for a in agents])
+        self._actor_all = StackedActor(agents[0].actor)  # (A, B, ...) inputs -> (A, B, K|D)
+        self._critic_all = StackedCritic(agents[0].critic)
         self._eye = torch.eye(self.num_agents, dtype=torch.bool, device=self.device)
         self._last_actor_loss = torch.zeros((), device=self.device)
 
@@ -359,7 +334,7 @@ class MADDPG:
         return select_actions(out, noise_std, mask, fallback=self.dims.num_points).transpose(0, 1)
 
     def _agent_major(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, A, ...) observation tensors -> (A, B, ...) float32 views for vmap over agents."""
+        """(B, A, ...) observation tensors -> (A, B, ...) float32 views, agent-major for the stacked networks."""
         return tuple(obs[k].to(self.device, torch.float32).transpose(0, 1)
                      for k in ("state", "point_features", "other_obs"))  # type: ignore[return-value]
 
@@ -385,14 +360,15 @@ class MADDPG:
             target_actions = self._target_actions(next_obs)  # (B, A, K) or (B, A, D)
             next_points = next_obs["point_features"].to(torch.float32).transpose(0, 1)
             q_next = self._critic_all(self._critic_targets.frozen(), next_points,
-                                      next_obs["state"].to(torch.float32), target_actions)[0]  # (A, B)
+                                      next_obs["state"].to(torch.float32), target_actions)  # (A, B)
             not_done = 1.0 - batch.dones.to(torch.float32)
             y = batch.rewards.to(torch.float32).transpose(0, 1) + c.GAMMA * not_done * q_next  # (A, B)
 
         replay_actions = self._replay_actions(batch.actions)  # (B, A, K)
         critic_params = self._critics.live()
         points = obs["point_features"].to(torch.float32).transpose(0, 1)  # (A, B, N, F)
-        q, tokens, pooled = self._critic_all(critic_params, points, states, replay_actions)
+        tokens, pooled = self._critic_all.embed_points(critic_params, points)  # (A, B, N, E), (A, B, 2E)
+        q = self._critic_all.q_value(critic_params, tokens, pooled, states, replay_actions)  # (A, B)
         td = q - y  # (A, B)
         critic_losses = (batch.weights.to(torch.float32) * td.square()).mean(-1)  # (A,)
         total = critic_losses.sum()  # agents' parameters are disjoint: each gets its own mean loss's gradient
@@ -408,7 +384,7 @@ class MADDPG:
             # agent i's critic sees its own fresh action and the others' replayed ones: (A, B, A, K)
             joint = torch.where(self._eye[:, None, :, None], own.unsqueeze(2), replay_actions.unsqueeze(0))
             frozen_critic = {k: v.detach() for k, v in critic_params.items()}
-            q_policy = self._critic_q_each(frozen_critic, tokens.detach(), pooled.detach(), states, joint)  # (A, B)
+            q_policy = self._critic_all.q_value(frozen_critic, tokens.detach(), pooled.detach(), states, joint)  # (A, B)
             actor_losses = -q_policy.mean(-1) + regulariser
             total = total + actor_losses.sum()
 
@@ -503,19 +479,3 @@ class MADDPG:
         self.actor_updates = int(state.get("actor_updates", 0))
         self.episode = int(state.get("episode", 0))
 
-
-class _MethodCall(nn.Module):
-    """Lets ``functional_call`` run a method other than ``forward`` of a (parameter-free) template.
-
-    Its parameters are the template's, named with :attr:`PREFIX`.
-    """
-
-    PREFIX = "module."
-
-    def __init__(self, module: nn.Module, method: str) -> None:
-        super().__init__()
-        self.module = module
-        self.method = method
-
-    def forward(self, *args: Any) -> Any:
-        return getattr(self.module, self.method)(*args)
