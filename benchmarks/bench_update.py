@@ -1,10 +1,13 @@
-"""Time one MADDPG update of all agents, batched (vmap over stacked parameters) vs a per-agent loop.
+"""Time one MADDPG update of all agents: stacked networks vs the former vmap path vs a per-agent loop.
 
-The loop is the straightforward implementation with the *same* networks, losses and options: target
+"stacked" is ``MADDPG`` as shipped (:mod:`fleetmarl.stacked_networks`: hand-batched GEMMs over stacked
+parameters). "vmap" is the same ``MADDPG.update`` with its stacked networks swapped for
+``torch.func.vmap(functional_call(...))`` over the same stacked parameters (the implementation it
+replaced, kept here only as a reference point). The loop is the straightforward implementation with the *same* networks, losses and options: target
 actions agent by agent, then for each agent its critic step and (when due) its actor step, then Polyak.
 Acting is timed the same way: one ``MADDPG.act`` call for all environments and agents vs one
-``agent.act`` call per agent. Timings on a shared machine are noisy, so batched and loop runs are
-interleaved and the median of each is reported.
+``agent.act`` call per agent. Timings on a shared machine are noisy, so the variants are interleaved
+round by round and the median of each is reported, with the load average before and after.
 
     python benchmarks/bench_update.py                      # defaults: 5 agents, 30 points, batch 512
     python benchmarks/bench_update.py --set EMBED_DIM=32   # try other widths
@@ -15,16 +18,21 @@ Prints a table and writes ``benchmarks/results/update.json``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
 import statistics
 import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
 
 from fleetmarl.agents import (
     LOGIT_REGULARISATION,
@@ -39,6 +47,58 @@ from fleetmarl.config import Config, apply_overrides
 from fleetmarl.envs.spaces import observation_dims
 
 RESULTS = Path(__file__).resolve().parent / "results" / "update.json"
+VARIANTS = ("stacked", "vmap", "loop")
+
+# vmap has no batching rule for the fused attention kernel and says so once per call
+warnings.filterwarnings("ignore", message=r".*batching rule for aten::_scaled_dot_product", category=UserWarning)
+
+
+class _Method(nn.Module):
+    """Lets ``functional_call`` run a method of a parameter-free template (parameters named ``module.*``)."""
+
+    def __init__(self, module: nn.Module, method: str) -> None:
+        super().__init__()
+        self.module, self.method = module, method
+
+    def forward(self, *args: Any) -> Any:
+        return getattr(self.module, self.method)(*args)
+
+
+class VmapActor:
+    """The former batched actor: vmap over ``functional_call``; same interface as ``StackedActor``."""
+
+    def __init__(self, template: nn.Module) -> None:
+        meta = _Method(copy.deepcopy(template).to("meta"), "forward")
+        self._fn = vmap(lambda p, s, x, o: functional_call(meta, {"module." + k: v for k, v in p.items()}, (s, x, o)))
+
+    def __call__(self, params: dict, state: torch.Tensor, points: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        return self._fn(params, state, points, other)
+
+
+class VmapCritic:
+    """The former batched critic: vmap over ``functional_call``; same interface as ``StackedCritic``."""
+
+    def __init__(self, template: nn.Module) -> None:
+        meta = copy.deepcopy(template).to("meta")
+        embed, q = _Method(meta, "embed_points"), _Method(meta, "q_value")
+
+        def call(module: nn.Module, params: dict, *args: torch.Tensor) -> Any:
+            return functional_call(module, {"module." + k: v for k, v in params.items()}, args)
+
+        self._embed = vmap(lambda p, x: call(embed, p, x))
+        self._q_shared = vmap(lambda p, t, pool, s, a: call(q, p, t, pool, s, a), in_dims=(0, 0, 0, None, None))
+        self._q_each = vmap(lambda p, t, pool, s, a: call(q, p, t, pool, s, a), in_dims=(0, 0, 0, None, 0))
+
+    def embed_points(self, params: dict, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._embed(params, points)
+
+    def q_value(self, params: dict, tokens: torch.Tensor, pooled: torch.Tensor, states: torch.Tensor,
+                actions: torch.Tensor) -> torch.Tensor:
+        fn = self._q_each if actions.dim() == 4 else self._q_shared  # (A, B, A, K) per agent or (B, A, K)
+        return fn(params, tokens, pooled, states, actions)
+
+    def __call__(self, params: dict, points: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.q_value(params, *self.embed_points(params, points), states, actions)
 
 
 def random_obs(config: Config, batch: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -120,31 +180,31 @@ def timed(fn, repeats: int, cpu: list[float] | None = None) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per round")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of batched and loop")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per round and variant")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of stacked, vmap and loop")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-loop", action="store_true", help="skip the slow per-agent loop reference")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    load = os.getloadavg()
+    load_before = os.getloadavg()
     config = apply_overrides(Config(CAPACITY=4096), args.set)
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     agents = build_agents(config, "cpu")
-    algo = MADDPG(agents, config)
+    stacked = MADDPG(agents, config)
+    vmapped = MADDPG(agents, config)  # same agents and update; only the batched forward differs
+    vmapped._actor_all = VmapActor(agents[0].actor)
+    vmapped._critic_all = VmapCritic(agents[0].critic)
     batch = make_batch(config, gen)
     obs = random_obs(config, config.NUM_ENVS, gen)
 
-    def batched(actor: bool):
+    def update(algo: MADDPG, actor: bool):
         def run() -> None:
             algo.updates = 0 if actor else 1  # force the delayed schedule's branch
             algo.update(batch)
         return run
-
-    def loop(actor: bool):
-        return lambda: loop_update(agents, config, batch, actor)
 
     def act_loop() -> None:
         with torch.no_grad():
@@ -153,22 +213,25 @@ def main() -> None:
                           obs["action_mask"][:, i])
 
     cases = {
-        "update (critic + actor)": (batched(True), loop(True)),
-        "update (critic only)": (batched(False), loop(False)),
-        f"act ({config.NUM_ENVS} envs x {config.NUM_AGENTS} agents)": (lambda: algo.act(obs, 0.1), act_loop),
+        "update (critic + actor)": {"stacked": update(stacked, True), "vmap": update(vmapped, True),
+                                    "loop": lambda: loop_update(agents, config, batch, True)},
+        "update (critic only)": {"stacked": update(stacked, False), "vmap": update(vmapped, False),
+                                 "loop": lambda: loop_update(agents, config, batch, False)},
+        f"act ({config.NUM_ENVS} envs x {config.NUM_AGENTS} agents)": {
+            "stacked": lambda: stacked.act(obs, 0.1), "vmap": lambda: vmapped.act(obs, 0.1), "loop": act_loop},
     }
-    times: dict[str, dict[str, list[float]]] = {name: {"batched": [], "loop": [], "batched_cpu": [], "loop_cpu": []}
-                                                 for name in cases}
-    for fast, slow in cases.values():  # warm-up
-        fast()
-        if not args.no_loop:
-            slow()
+    variants = [v for v in VARIANTS if not (args.no_loop and v == "loop")]
+    wall: dict[str, dict[str, list[float]]] = {name: {v: [] for v in variants} for name in cases}
+    cpu: dict[str, dict[str, list[float]]] = {name: {v: [] for v in variants} for name in cases}
+    for fns in cases.values():  # warm-up
+        for v in variants:
+            fns[v]()
     for _ in range(args.rounds):
-        for name, (fast, slow) in cases.items():
+        for name, fns in cases.items():
             reps = args.repeats * (20 if name.startswith("act") else 1)
-            times[name]["batched"] += timed(fast, reps, times[name]["batched_cpu"])
-            if not args.no_loop:
-                times[name]["loop"] += timed(slow, reps, times[name]["loop_cpu"])
+            for v in variants:
+                wall[name][v] += timed(fns[v], reps, cpu[name][v])
+    load_after = os.getloadavg()
 
     buffer = ReplayBuffer(config.replace(CAPACITY=max(config.BATCH_SIZE, 1024)), observation_dims(config), seed=0)
     small = {k: v[:8].numpy() for k, v in random_obs(config, 8, gen).items()}
@@ -177,29 +240,31 @@ def main() -> None:
                    small, np.zeros(8, bool))
     sample_times = timed(lambda: buffer.sample(config.BATCH_SIZE, "cpu"), 20)
 
+    def ms(samples: list[float]) -> float:
+        return round(statistics.median(samples) * 1e3, 3) if samples else float("nan")
+
+    rows = [{"case": name, **{f"{v}_ms": ms(wall[name][v]) for v in variants},
+             **{f"{v}_cpu_ms": ms(cpu[name][v]) for v in variants}} for name in cases]
     every = config.ACTOR_UPDATE_FREQUENCY if config.ENABLE_DELAYED_POLICY_UPDATES else 1
-    rows = []
-    for name, t in times.items():
-        fast = statistics.median(t["batched"]) * 1e3
-        slow = statistics.median(t["loop"]) * 1e3 if t["loop"] else float("nan")
-        cpu_fast = statistics.median(t["batched_cpu"]) * 1e3
-        cpu_slow = statistics.median(t["loop_cpu"]) * 1e3 if t["loop_cpu"] else float("nan")
-        rows.append({"case": name, "batched_ms": round(fast, 3), "loop_ms": round(slow, 3),
-                     "speedup": round(slow / fast, 2) if t["loop"] else None,
-                     "batched_cpu_ms": round(cpu_fast, 3), "loop_cpu_ms": round(cpu_slow, 3)})
-    keys = ("batched_ms", "loop_ms", "batched_cpu_ms", "loop_cpu_ms")
-    mean_update = {k: (rows[0][k] + (every - 1) * rows[1][k]) / every for k in keys}
-    rows.insert(2, {"case": f"update, mean with actor every {every}", **{k: round(v, 3) for k, v in mean_update.items()},
-                    "speedup": None if args.no_loop else round(mean_update["loop_ms"] / mean_update["batched_ms"], 2)})
+    rows.insert(2, {"case": f"update, mean with actor every {every}",
+                    **{k: round((rows[0][k] + (every - 1) * rows[1][k]) / every, 3) for k in rows[0] if k != "case"}})
+    for row in rows:
+        if "loop_ms" in row:
+            row["stacked_speedup_vs_loop"] = round(row["loop_ms"] / row["stacked_ms"], 2)
+        row["stacked_speedup_vs_vmap"] = round(row["vmap_ms"] / row["stacked_ms"], 2)
+
     print(f"MADDPG update benchmark: {config.NUM_AGENTS} agents, {config.NUM_POINTS} points, batch {config.BATCH_SIZE}, "
           f"HIDDEN_DIM={config.HIDDEN_DIM} EMBED_DIM={config.EMBED_DIM} heads={config.TRANSFORMER_HEADS} "
           f"layers={config.TRANSFORMER_LAYERS}, {args.threads} threads, torch {torch.__version__}")
-    print(f"load average before: {' '.join(f'{x:.1f}' for x in load)} (wall times are only meaningful on an idle machine)")
-    print(f"{'case':<36}{'batched ms':>12}{'loop ms':>12}{'speedup':>10}{'batched cpu ms':>16}{'loop cpu ms':>13}")
+    print(f"load average before: {' '.join(f'{x:.1f}' for x in load_before)}, after: "
+          f"{' '.join(f'{x:.1f}' for x in load_after)} (wall times are only meaningful on an idle machine)")
+    header = "".join(f"{v + ' ms':>12}" for v in variants) + "".join(f"{v + ' cpu':>12}" for v in variants)
+    print(f"{'case':<36}{header}{'vs loop':>9}{'vs vmap':>9}")
     for row in rows:
-        speed = f"{row['speedup']:.2f}x" if row["speedup"] else "-"
-        print(f"{row['case']:<36}{row['batched_ms']:>12.2f}{row['loop_ms']:>12.2f}{speed:>10}"
-              f"{row['batched_cpu_ms']:>16.2f}{row['loop_cpu_ms']:>13.2f}")
+        cells = "".join(f"{row[f'{v}_ms']:>12.2f}" for v in variants) + "".join(
+            f"{row[f'{v}_cpu_ms']:>12.2f}" for v in variants)
+        vs_loop = f"{row['stacked_speedup_vs_loop']:.2f}x" if "stacked_speedup_vs_loop" in row else "-"
+        print(f"{row['case']:<36}{cells}{vs_loop:>9}{row['stacked_speedup_vs_vmap']:>8.2f}x")
     per = buffer.bytes_per_transition()
     print(f"replay buffer: {per} bytes/transition, {per * 100_000 / 1e9:.2f} GB at CAPACITY=100000; "
           f"sample({config.BATCH_SIZE}) {statistics.median(sample_times) * 1e3:.2f} ms")
@@ -210,7 +275,8 @@ def main() -> None:
                                                    "ENABLE_DELAYED_POLICY_UPDATES", "ACTOR_UPDATE_FREQUENCY")},
         "actor_params": params[0], "critic_params": params[1],
         "threads": args.threads, "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
-        "load_average_before": [round(x, 2) for x in load],
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after],
         "rows": rows,
         "buffer_bytes_per_transition": per,
         "buffer_gb_at_100k": round(per * 100_000 / 1e9, 3),

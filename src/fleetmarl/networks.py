@@ -1,7 +1,8 @@
 """Networks of one agent: a point-set Transformer encoder, a pointer-style actor, a centralised critic.
 
-Shapes use ``...`` for any leading batch dims (none for one observation, ``(B,)`` for a batch, and
-``torch.func.vmap`` adds the agent dim on top). N = NUM_POINTS, F = point features, E = EMBED_DIM,
+Shapes use ``...`` for any leading batch dims (none for one observation, ``(B,)`` for a batch). All
+agents at once is :mod:`fleetmarl.stacked_networks`, which restates these forwards over stacked
+parameters (A, ...) and must change with them. N = NUM_POINTS, F = point features, E = EMBED_DIM,
 H = HIDDEN_DIM, K = num_actions = N + 2, A = NUM_AGENTS.
 
 Why these shapes of network:
@@ -10,8 +11,8 @@ Why these shapes of network:
   no positional encoding, pooled by mean and max over points. Without positions, attention is
   permutation-*equivariant* (row j of the output belongs to point j whatever the order) and the pooled
   vector is permutation-*invariant*. It is written with plain ``Linear`` and ``matmul``/``softmax``
-  (not ``nn.MultiheadAttention``) so it runs under ``torch.func.vmap`` over stacked per-agent
-  parameters; that is how all agents are evaluated in one batched call. Empty slots are *not* masked
+  (not ``nn.MultiheadAttention``) so its stacked twin in :mod:`fleetmarl.stacked_networks` can name
+  every weight and evaluate all agents in one batched call. Empty slots are *not* masked
   by default: the environment's status columns say what a slot is, and the network learns to ignore
   empty ones. An explicit padding ``mask`` is supported for callers that have one.
 - **Actor** (:class:`Actor`): the action "go to point j" must know *which* point j is, which a pooled
