@@ -84,8 +84,8 @@ def run_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     from fleetmarl.trainer import train
 
-    result = train(config, resume=args.resume)
-    return 0 if result is not None else 1
+    train(config, resume=args.resume)
+    return 0
 
 
 def describe_config() -> str:

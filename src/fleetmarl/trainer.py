@@ -118,6 +118,7 @@ class Trainer:
         self.log_dir = self._log_dir()
         self.logger = RunLogger(self.log_dir, purge_step=self.state.episode or None)
         self.last_checkpoint: Path | None = None
+        self._saved_episode: int | None = None
         self._stop_requested = False
 
     # ------------------------------------------------------------------ the loop
@@ -135,7 +136,7 @@ class Trainer:
                     self._evaluate()
                 if c.ENABLE_MODEL_CHECKPOINTING and (s.episode % c.MODEL_SAVE_INTERVAL == 0 or self._stop_requested):
                     self._save_checkpoint()
-            if c.ENABLE_MODEL_CHECKPOINTING and self._last_saved_episode() != s.episode:
+            if c.ENABLE_MODEL_CHECKPOINTING and self._saved_episode != s.episode:
                 self._save_checkpoint()  # the final checkpoint (guide: nothing is lost at the end)
             self._drain_writer()
         finally:
@@ -285,9 +286,6 @@ class Trainer:
 
         self._surface_writer_error(self.writer.submit(job))
         self._saved_episode = episode
-
-    def _last_saved_episode(self) -> int | None:
-        return getattr(self, "_saved_episode", None)
 
     def _drain_writer(self) -> None:
         self._surface_writer_error(self.writer.wait())
