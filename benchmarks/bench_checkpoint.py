@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fleetmarl.agents import MADDPG, build_agents
-from fleetmarl.buffer import ReplayBuffer
+from fleetmarl.learner.agents import MADDPG, build_agents
+from fleetmarl.learner.buffer import ReplayBuffer
 from fleetmarl.checkpoint import CheckpointWriter, save_model_checkpoint, snapshot
 from fleetmarl.checkpoint.disk import format_bytes, payload_bytes
 from fleetmarl.config import Config

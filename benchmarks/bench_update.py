@@ -1,6 +1,6 @@
 """Time one MADDPG update of all agents: stacked networks vs the former vmap path vs a per-agent loop.
 
-"stacked" is ``MADDPG`` as shipped (:mod:`fleetmarl.stacked_networks`: hand-batched GEMMs over stacked
+"stacked" is ``MADDPG`` as shipped (:mod:`fleetmarl.learner.stacked_networks`: hand-batched GEMMs over stacked
 parameters). "vmap" is the same ``MADDPG.update`` with its stacked networks swapped for
 ``torch.func.vmap(functional_call(...))`` over the same stacked parameters (the implementation it
 replaced, kept here only as a reference point). The loop is the straightforward implementation with the *same* networks, losses and options: target
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from fleetmarl.agents import (
+from fleetmarl.learner.agents import (
     LOGIT_REGULARISATION,
     MADDPG,
     MADDPGAgent,
@@ -42,7 +42,7 @@ from fleetmarl.agents import (
     select_actions,
     straight_through_gumbel,
 )
-from fleetmarl.buffer import Batch, ReplayBuffer
+from fleetmarl.learner.buffer import Batch, ReplayBuffer
 from fleetmarl.config import Config, apply_overrides
 from fleetmarl.envs.spaces import observation_dims
 

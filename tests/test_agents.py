@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from fleetmarl.agents import MADDPG, MADDPGAgent, build_agents, select_actions
-from fleetmarl.buffer import ReplayBuffer
+from fleetmarl.learner.agents import MADDPG, MADDPGAgent, build_agents, select_actions
+from fleetmarl.learner.buffer import ReplayBuffer
 from fleetmarl.config import Config
 from fleetmarl.envs.spaces import observation_dims
 from fleetmarl.errors import CheckpointError
@@ -204,7 +204,7 @@ def test_continuous_agents_train() -> None:
     obs, nxt = random_obs(config, 8, gen), random_obs(config, 8, gen)
     actions = algo.act(obs, 0.3)
     assert actions.shape == (8, d.num_agents, d.num_actions) and float(actions.abs().max()) <= 1.0
-    from fleetmarl.buffer import Batch
+    from fleetmarl.learner.buffer import Batch
     batch = Batch(obs=obs, actions=actions, rewards=torch.randn(8, d.num_agents), next_obs=nxt,
                   dones=torch.zeros(8), weights=torch.ones(8), indices=torch.arange(8))
     before = [p.clone() for p in agents[0].transformer.parameters()]

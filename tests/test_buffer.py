@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fleetmarl.buffer import ReplayBuffer, SumTree
+from fleetmarl.learner.buffer import ReplayBuffer, SumTree
 from fleetmarl.config import Config
 from fleetmarl.envs.spaces import observation_dims
 from fleetmarl.errors import CheckpointError

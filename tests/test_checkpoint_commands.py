@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetmarl.checkpoint import commands
+from fleetmarl.cli import ckpt as commands
 from fleetmarl.errors import CheckpointError, UserError
 from tests.test_checkpoint_ops import save
 

@@ -10,7 +10,7 @@ import torch
 
 from fleetmarl.config import Config
 from fleetmarl.errors import CheckpointError, UserError
-from fleetmarl.evaluation import (
+from fleetmarl.eval.evaluation import (
     EntryResult,
     ordered_metrics,
     paired_differences,
@@ -18,7 +18,7 @@ from fleetmarl.evaluation import (
     reference_batch_policy,
     run_episodes,
 )
-from fleetmarl.policy import checkpoint_run_config
+from fleetmarl.eval.policy import checkpoint_run_config
 from tests.conftest import TINY
 
 
@@ -48,7 +48,7 @@ def test_same_seed_gives_the_same_episodes(tiny: Config, name: str) -> None:
 
 
 def test_episodes_beyond_one_batch_are_seeded_per_chunk(tiny: Config, monkeypatch) -> None:
-    import fleetmarl.evaluation as evaluation
+    import fleetmarl.eval.evaluation as evaluation
 
     monkeypatch.setattr(evaluation, "MAX_EVAL_BATCH", 2)
     chunked = run_episodes(tiny, reference_batch_policy("greedy", 0), episodes=5, seed=11)
@@ -123,10 +123,10 @@ def test_load_policy_acts_on_pettingzoo_observations(trained: Path) -> None:
 @pytest.mark.slow
 def test_guide_way_batched_way_and_load_policy_agree(trained: Path) -> None:
     """The guide's recipe (build agents, load_model_checkpoint, eval(), act(noise_std=0)) gives the same actions."""
-    from fleetmarl.agents import build_agents
+    from fleetmarl.learner.agents import build_agents
     from fleetmarl.checkpoint import load_model_checkpoint
     from fleetmarl.envs import BatchedSamplingEnv, SamplingEnv
-    from fleetmarl.policy import load_policy, saved_config
+    from fleetmarl.eval.policy import load_policy, saved_config
 
     policy = load_policy(trained)
     config = saved_config(trained)
@@ -152,7 +152,7 @@ def test_guide_way_batched_way_and_load_policy_agree(trained: Path) -> None:
 @pytest.mark.slow
 def test_load_policy_never_reads_the_replay_buffer(trained: Path, monkeypatch) -> None:
     import fleetmarl.checkpoint.store as store
-    import fleetmarl.policy as policy_module
+    import fleetmarl.eval.policy as policy_module
 
     opened: list[str] = []
     for module in (store, policy_module):
@@ -167,7 +167,7 @@ def test_load_policy_never_reads_the_replay_buffer(trained: Path, monkeypatch) -
 
 @pytest.mark.slow
 def test_unknown_agent_name_is_a_user_error(trained: Path) -> None:
-    from fleetmarl.policy import load_policy
+    from fleetmarl.eval.policy import load_policy
 
     with pytest.raises(UserError, match="vehicle_0"):
         load_policy(trained).act({"truck_9": {}})

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 
-from fleetmarl.agents import MADDPG
+from fleetmarl.learner.agents import MADDPG
 from fleetmarl.config import Config
 from fleetmarl.envs.policies import reference_policy
-from fleetmarl.evaluation import algorithm_policy, run_episodes
+from fleetmarl.eval.evaluation import algorithm_policy, run_episodes
 from fleetmarl.trainer import train
 
 SMALL_FLEET = dict(

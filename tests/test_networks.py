@@ -6,7 +6,7 @@ import torch
 
 from fleetmarl.config import Config
 from fleetmarl.envs.spaces import observation_dims
-from fleetmarl.networks import Actor, CentralCritic, PointEncoder, masked_pool
+from fleetmarl.learner.networks import Actor, CentralCritic, PointEncoder, masked_pool
 
 CONFIG = Config(NUM_AGENTS=3, NUM_POINTS=6, INITIAL_POINTS=3, HIDDEN_DIM=16, EMBED_DIM=8, TRANSFORMER_HEADS=2,
                 TRANSFORMER_LAYERS=2, BATCH_SIZE=4, CAPACITY=16)

@@ -15,7 +15,7 @@ from fleetmarl.cli import main
 from fleetmarl.config import Config
 from fleetmarl.errors import UserError
 from fleetmarl.logging import RunLogger
-from fleetmarl.plotting import history_from_events, load_history, plot_rewards, smooth
+from fleetmarl.eval.plotting import history_from_events, load_history, plot_rewards, smooth
 from tests.conftest import TINY
 
 

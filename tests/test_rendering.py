@@ -11,7 +11,7 @@ from PIL import Image
 from fleetmarl.cli import main
 from fleetmarl.config import Config
 from fleetmarl.envs.policies import greedy_policy
-from fleetmarl.rendering import record_episode
+from fleetmarl.eval.rendering import record_episode
 from tests.conftest import TINY, tiny_overrides
 from tests.test_plotting import assert_real_image
 

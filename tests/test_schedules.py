@@ -7,7 +7,7 @@ import math
 import pytest
 
 from fleetmarl.config import Config
-from fleetmarl.schedules import lr_factor, noise_std
+from fleetmarl.learner.schedules import lr_factor, noise_std
 
 
 def test_disabled_schedule_is_constant() -> None:

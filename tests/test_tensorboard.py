@@ -62,7 +62,7 @@ def test_checkpoint_text_names_the_folder_at_its_episode(run) -> None:
 
 @pytest.mark.slow
 def test_plot_reads_the_same_run_both_ways(run, tmp_path: Path) -> None:
-    from fleetmarl.plotting import load_history
+    from fleetmarl.eval.plotting import load_history
 
     from_events = load_history(run.log_dir)
     from_checkpoint = load_history(run.last_checkpoint)

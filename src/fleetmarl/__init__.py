@@ -16,12 +16,12 @@ _EXPORTS = {
     "Config": "fleetmarl.config",
     "load_config": "fleetmarl.config",
     "make_env": "fleetmarl.envs",
-    "build_agents": "fleetmarl.agents",
-    "MADDPGAgent": "fleetmarl.agents",
+    "build_agents": "fleetmarl.learner.agents",
+    "MADDPGAgent": "fleetmarl.learner.agents",
     "train": "fleetmarl.trainer",
     "save_model_checkpoint": "fleetmarl.checkpoint",
     "load_model_checkpoint": "fleetmarl.checkpoint",
-    "load_policy": "fleetmarl.evaluation",
+    "load_policy": "fleetmarl.eval.evaluation",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -87,7 +87,7 @@ def reference_policy(name: str, seed: int = 0) -> BatchPolicy:
 
 def evaluate_reference(config: Config, policy_name: str, episodes: int, seed: int) -> dict[str, dict[str, float]]:
     """Mean and std of reward and every episode metric over ``episodes`` seeded episodes."""
-    from fleetmarl.evaluation import run_episodes, summarize  # torch-heavy; only when evaluating
+    from fleetmarl.eval.evaluation import run_episodes, summarize  # torch-heavy; only when evaluating
 
     policy = reference_policy(policy_name, seed)
     return summarize(run_episodes(config, policy, episodes, seed))

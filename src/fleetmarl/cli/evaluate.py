@@ -112,7 +112,7 @@ def _register_plot(subparsers: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------- resolving what to run
 def _single_entry(args: argparse.Namespace, command: str):
     """The checkpoint or the --policy of eval/render, on the configuration the rules say."""
-    from fleetmarl.evaluation import checkpoint_entry, policy_entry
+    from fleetmarl.eval.evaluation import checkpoint_entry, policy_entry
 
     if args.checkpoint and args.policy:
         raise UserError(f"give either a CHECKPOINT or --policy to {command}, not both")
@@ -125,8 +125,8 @@ def _single_entry(args: argparse.Namespace, command: str):
 
 def _compare_entries(args: argparse.Namespace) -> list:
     """Every entry on one environment: the first checkpoint's (with overrides), else --config/--set."""
-    from fleetmarl.evaluation import REFERENCE_POLICIES, checkpoint_entry, policy_entry
-    from fleetmarl.policy import saved_config
+    from fleetmarl.eval.evaluation import REFERENCE_POLICIES, checkpoint_entry, policy_entry
+    from fleetmarl.eval.policy import saved_config
 
     def is_policy(spec: str) -> bool:
         return spec in REFERENCE_POLICIES and not Path(spec).exists()
@@ -168,7 +168,7 @@ def _unique_names(entries: list) -> None:
 
 
 def _seed(args: argparse.Namespace, config) -> int:
-    from fleetmarl.evaluation import default_eval_seed
+    from fleetmarl.eval.evaluation import default_eval_seed
 
     return args.seed if args.seed is not None else default_eval_seed(config)
 
@@ -179,7 +179,7 @@ def environment_summary(config) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- eval
 def run_eval(args: argparse.Namespace) -> int:
-    from fleetmarl.evaluation import evaluate_entry
+    from fleetmarl.eval.evaluation import evaluate_entry
 
     entry = _single_entry(args, "eval")
     seed = _seed(args, entry.config)
@@ -194,7 +194,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def format_eval(report: dict[str, Any]) -> str:
-    from fleetmarl.evaluation import metric_label, ordered_metrics
+    from fleetmarl.eval.evaluation import metric_label, ordered_metrics
 
     env = report["environment"]
     what = f"{report['name']} (trained {report['episode']} episodes)" if report["kind"] == "checkpoint" \
@@ -222,7 +222,7 @@ def _digits(name: str, value: float) -> int:
 
 # ---------------------------------------------------------------------- compare
 def run_compare(args: argparse.Namespace) -> int:
-    from fleetmarl.evaluation import evaluate_entry, paired_differences
+    from fleetmarl.eval.evaluation import evaluate_entry, paired_differences
 
     entries = _compare_entries(args)
     config = entries[0].config
@@ -270,7 +270,7 @@ def _compare_log_dir(root: Path) -> Path:
 
 def format_compare(report: dict[str, Any]) -> str:
     """Rows are metrics; each column an entry, with its paired difference against the first entry."""
-    from fleetmarl.evaluation import metric_label, ordered_metrics
+    from fleetmarl.eval.evaluation import metric_label, ordered_metrics
 
     entries = report["entries"]
     diffs = {d["name"]: d["metrics"] for d in report["differences"]}
@@ -326,8 +326,8 @@ def _safe(name: str) -> str:
 
 # ---------------------------------------------------------------------- render
 def run_render(args: argparse.Namespace) -> int:
-    from fleetmarl.plotting import check_output_path
-    from fleetmarl.rendering import render_episode
+    from fleetmarl.eval.plotting import check_output_path
+    from fleetmarl.eval.rendering import render_episode
 
     output = check_output_path(args.output, (".png", ".gif", ".svg", ".pdf"))
     entry = _single_entry(args, "render")
@@ -345,7 +345,7 @@ def _render_title(entry, seed: int) -> str:
 
 # ---------------------------------------------------------------------- plot
 def run_plot_rewards(args: argparse.Namespace) -> int:
-    from fleetmarl.plotting import check_output_path, load_history, plot_rewards
+    from fleetmarl.eval.plotting import check_output_path, load_history, plot_rewards
 
     output = check_output_path(args.output)
     written = plot_rewards(load_history(args.source), output, window=args.window)

@@ -1,6 +1,6 @@
 """All agents' actors and critics in one call, from parameters stacked along a leading agent dim.
 
-The per-agent modules in :mod:`fleetmarl.networks` stay the source of truth (their parameters,
+The per-agent modules in :mod:`fleetmarl.learner.networks` stay the source of truth (their parameters,
 optimizers and state_dicts are what checkpoints hold); this module re-states their forward maths for
 a parameter dict whose every tensor has a leading agent dim A (what ``torch.stack`` over the agents'
 ``named_parameters()`` gives, so gradients flow back to each agent's own tensors).
@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fleetmarl.networks import Actor, CentralCritic, masked_pool
+from fleetmarl.learner.networks import Actor, CentralCritic, masked_pool
 
 Params = dict[str, torch.Tensor]
 
@@ -51,7 +51,7 @@ def layer_norm(params: Params, name: str, x: torch.Tensor) -> torch.Tensor:
 
 def attention_block(params: Params, name: str, x: torch.Tensor, heads: int,
                     mask: torch.Tensor | None = None) -> torch.Tensor:
-    """:class:`~fleetmarl.networks.AttentionBlock` for all agents: x (A, B, N, E), mask (A, B, N) -> (A, B, N, E).
+    """:class:`~fleetmarl.learner.networks.AttentionBlock` for all agents: x (A, B, N, E), mask (A, B, N) -> (A, B, N, E).
 
     Agents and batch fold into one dim, so a single ``scaled_dot_product_attention`` call covers all.
     """
@@ -71,7 +71,7 @@ def attention_block(params: Params, name: str, x: torch.Tensor, heads: int,
 
 
 class StackedActor:
-    """Every agent's :class:`~fleetmarl.networks.Actor` forward at once; holds no parameters.
+    """Every agent's :class:`~fleetmarl.learner.networks.Actor` forward at once; holds no parameters.
 
     ``params`` are the stacked ``Actor.named_parameters()`` (A, ...). Inputs: state (A, B, S),
     point_features (A, B, N, F), other_obs (A, B, A-1, O), point_mask (A, B, N) or None.
@@ -109,7 +109,7 @@ class StackedActor:
 
 
 class StackedCritic:
-    """Every agent's :class:`~fleetmarl.networks.CentralCritic` at once; holds no parameters.
+    """Every agent's :class:`~fleetmarl.learner.networks.CentralCritic` at once; holds no parameters.
 
     ``params`` are the stacked ``CentralCritic.named_parameters()`` (A, ...).
     """

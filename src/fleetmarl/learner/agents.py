@@ -4,7 +4,7 @@
 evaluation). :class:`MADDPG` owns the update and the batched acting; it never owns parameters: it
 stacks the agents' parameters with ``torch.stack`` (differentiable, so gradients land on each agent's
 own parameters and each agent's own optimizer steps them) and runs every agent's network in *one*
-call through :mod:`fleetmarl.stacked_networks` (batched GEMMs with fused bias, one attention kernel for
+call through :mod:`fleetmarl.learner.stacked_networks` (batched GEMMs with fused bias, one attention kernel for
 all agents). That turns 5 agents x (actor, target actor, critic, target critic) small calls into 4
 large ones.
 
@@ -37,12 +37,12 @@ from torch import nn
 from fleetmarl.config import Config
 from fleetmarl.envs.spaces import ObservationDims, observation_dims
 from fleetmarl.errors import CheckpointError
-from fleetmarl.networks import Actor, CentralCritic
-from fleetmarl.schedules import lr_factor
-from fleetmarl.stacked_networks import StackedActor, StackedCritic
+from fleetmarl.learner.networks import Actor, CentralCritic
+from fleetmarl.learner.schedules import lr_factor
+from fleetmarl.learner.stacked_networks import StackedActor, StackedCritic
 
 if TYPE_CHECKING:
-    from fleetmarl.buffer import Batch
+    from fleetmarl.learner.buffer import Batch
 
 ACTION_TYPES = ("discrete", "continuous")
 LOGIT_REGULARISATION = 1e-3

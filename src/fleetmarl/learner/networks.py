@@ -1,7 +1,7 @@
 """Networks of one agent: a point-set Transformer encoder, a pointer-style actor, a centralised critic.
 
 Shapes use ``...`` for any leading batch dims (none for one observation, ``(B,)`` for a batch). All
-agents at once is :mod:`fleetmarl.stacked_networks`, which restates these forwards over stacked
+agents at once is :mod:`fleetmarl.learner.stacked_networks`, which restates these forwards over stacked
 parameters (A, ...) and must change with them. N = NUM_POINTS, F = point features, E = EMBED_DIM,
 H = HIDDEN_DIM, K = num_actions = N + 2, A = NUM_AGENTS.
 
@@ -11,7 +11,7 @@ Why these shapes of network:
   no positional encoding, pooled by mean and max over points. Without positions, attention is
   permutation-*equivariant* (row j of the output belongs to point j whatever the order) and the pooled
   vector is permutation-*invariant*. It is written with plain ``Linear`` and ``matmul``/``softmax``
-  (not ``nn.MultiheadAttention``) so its stacked twin in :mod:`fleetmarl.stacked_networks` can name
+  (not ``nn.MultiheadAttention``) so its stacked twin in :mod:`fleetmarl.learner.stacked_networks` can name
   every weight and evaluate all agents in one batched call. Empty slots are *not* masked
   by default: the environment's status columns say what a slot is, and the network learns to ignore
   empty ones. An explicit padding ``mask`` is supported for callers that have one.

@@ -20,7 +20,7 @@ import numpy as np
 
 from fleetmarl.config import Config
 from fleetmarl.errors import UserError
-from fleetmarl.plotting import pyplot, save_figure
+from fleetmarl.eval.plotting import pyplot, save_figure
 
 BatchPolicy = Callable[[dict[str, np.ndarray]], np.ndarray]
 PRIORITY_COLOURS = {1: "#d62728", 2: "#ff7f0e", 3: "#1f77b4"}  # high red, medium orange, low blue

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--help-config", action="store_true", help="list every config key with its default and meaning")
     train.set_defaults(handler=run_train)
 
-    from fleetmarl.checkpoint import commands as ckpt_commands
+    from fleetmarl.cli import ckpt as ckpt_commands
 
     ckpt_commands.register(sub)
     for module in _optional_command_modules():
@@ -68,7 +68,7 @@ def _optional_command_modules() -> list:
     import importlib
 
     modules = []
-    for name in ("fleetmarl.eval_commands",):
+    for name in ("fleetmarl.cli.evaluate",):
         try:
             modules.append(importlib.import_module(name))
         except ModuleNotFoundError as exc:

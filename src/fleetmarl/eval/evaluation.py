@@ -20,7 +20,7 @@ import torch
 from fleetmarl.config import Config
 from fleetmarl.envs import BatchedSamplingEnv
 from fleetmarl.errors import UserError
-from fleetmarl.policy import load_policy  # noqa: F401  (public: fleetmarl.load_policy)
+from fleetmarl.eval.policy import load_policy  # noqa: F401  (public: fleetmarl.load_policy)
 
 BatchPolicy = Callable[[dict[str, np.ndarray]], np.ndarray]
 MAX_EVAL_BATCH = 64  # episodes stepped together; chunk i is seeded with seed + i
@@ -148,7 +148,7 @@ def policy_entry(name: str, config: Config) -> Entry:
 def checkpoint_entry(path: str | Path, *, overrides: Sequence[str] = (), config_file: str | Path | None = None,
                      config: Config | None = None, device: torch.device | str | None = None) -> Entry:
     """Load a checkpoint for inference; ``config`` forces a shared environment (compare), else its own."""
-    from fleetmarl.policy import load_checkpoint_policy
+    from fleetmarl.eval.policy import load_checkpoint_policy
 
     loaded = load_checkpoint_policy(path, device, overrides=overrides, config_file=config_file, config=config)
     return Entry(name=Path(path).name, kind="checkpoint", config=loaded.config, make_policy=lambda seed: loaded,
