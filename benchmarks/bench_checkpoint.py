@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from fleetmarl.learner.agents import MADDPG, build_agents
-from fleetmarl.learner.buffer import ReplayBuffer
 from fleetmarl.checkpoint import CheckpointWriter, save_model_checkpoint, snapshot
 from fleetmarl.checkpoint.disk import format_bytes, payload_bytes
 from fleetmarl.config import Config
 from fleetmarl.envs import BatchedSamplingEnv
 from fleetmarl.envs.policies import random_policy
 from fleetmarl.envs.spaces import observation_dims
+from fleetmarl.learner.agents import MADDPG, build_agents
+from fleetmarl.learner.buffer import ReplayBuffer
 
 
 def real_agents(config: Config) -> list:

@@ -34,6 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from fleetmarl.config import Config, apply_overrides
+from fleetmarl.envs.spaces import observation_dims
 from fleetmarl.learner.agents import (
     LOGIT_REGULARISATION,
     MADDPG,
@@ -43,8 +45,6 @@ from fleetmarl.learner.agents import (
     straight_through_gumbel,
 )
 from fleetmarl.learner.buffer import Batch, ReplayBuffer
-from fleetmarl.config import Config, apply_overrides
-from fleetmarl.envs.spaces import observation_dims
 
 RESULTS = Path(__file__).resolve().parent / "results" / "update.json"
 VARIANTS = ("stacked", "vmap", "loop")

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from fleetmarl.learner.agents import MADDPG, MADDPGAgent, build_agents, select_actions
-from fleetmarl.learner.buffer import ReplayBuffer
 from fleetmarl.config import Config
 from fleetmarl.envs.spaces import observation_dims
 from fleetmarl.errors import CheckpointError
+from fleetmarl.learner.agents import MADDPG, MADDPGAgent, build_agents, select_actions
+from fleetmarl.learner.buffer import ReplayBuffer
 
 TINY = dict(NUM_AGENTS=3, NUM_POINTS=5, INITIAL_POINTS=3, HIDDEN_DIM=16, EMBED_DIM=8, TRANSFORMER_HEADS=2,
             BATCH_SIZE=16, CAPACITY=64)

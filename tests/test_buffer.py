@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from fleetmarl.learner.buffer import ReplayBuffer, SumTree
 from fleetmarl.config import Config
 from fleetmarl.envs.spaces import observation_dims
 from fleetmarl.errors import CheckpointError
+from fleetmarl.learner.buffer import ReplayBuffer, SumTree
 
 SMALL = dict(NUM_AGENTS=3, NUM_POINTS=5, INITIAL_POINTS=3, BATCH_SIZE=8, CAPACITY=50)
 

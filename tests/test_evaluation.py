@@ -123,10 +123,10 @@ def test_load_policy_acts_on_pettingzoo_observations(trained: Path) -> None:
 @pytest.mark.slow
 def test_guide_way_batched_way_and_load_policy_agree(trained: Path) -> None:
     """The guide's recipe (build agents, load_model_checkpoint, eval(), act(noise_std=0)) gives the same actions."""
-    from fleetmarl.learner.agents import build_agents
     from fleetmarl.checkpoint import load_model_checkpoint
     from fleetmarl.envs import BatchedSamplingEnv, SamplingEnv
     from fleetmarl.eval.policy import load_policy, saved_config
+    from fleetmarl.learner.agents import build_agents
 
     policy = load_policy(trained)
     config = saved_config(trained)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 
-from fleetmarl.learner.agents import MADDPG
 from fleetmarl.config import Config
 from fleetmarl.envs.policies import reference_policy
 from fleetmarl.eval.evaluation import algorithm_policy, run_episodes
+from fleetmarl.learner.agents import MADDPG
 from fleetmarl.trainer import train
 
 SMALL_FLEET = dict(

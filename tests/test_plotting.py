@@ -14,8 +14,8 @@ from fleetmarl.checkpoint import save_model_checkpoint
 from fleetmarl.cli import main
 from fleetmarl.config import Config
 from fleetmarl.errors import UserError
-from fleetmarl.logging import RunLogger
 from fleetmarl.eval.plotting import history_from_events, load_history, plot_rewards, smooth
+from fleetmarl.logging import RunLogger
 from tests.conftest import TINY
 
 

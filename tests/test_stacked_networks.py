@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fleetmarl.learner.agents import MADDPGAgent, build_agents
 from fleetmarl.config import Config
 from fleetmarl.envs.spaces import observation_dims
+from fleetmarl.learner.agents import MADDPGAgent, build_agents
 from fleetmarl.learner.stacked_networks import StackedActor, StackedCritic
 
 CONFIG = Config(NUM_AGENTS=3, NUM_POINTS=6, INITIAL_POINTS=3, HIDDEN_DIM=16, EMBED_DIM=8, TRANSFORMER_HEADS=2,

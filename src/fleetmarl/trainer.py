@@ -27,8 +27,6 @@ import torch
 from tqdm import tqdm
 
 from fleetmarl import checkpoint as ckpt
-from fleetmarl.learner.agents import MADDPG, build_agents
-from fleetmarl.learner.buffer import ReplayBuffer
 from fleetmarl.config import SHAPE_KEYS, Config
 from fleetmarl.device import resolve_device
 from fleetmarl.envs import BatchedSamplingEnv
@@ -36,8 +34,10 @@ from fleetmarl.envs.policies import random_policy
 from fleetmarl.envs.spaces import observation_dims
 from fleetmarl.errors import CheckpointError, FleetmarlError
 from fleetmarl.eval.evaluation import evaluate_algorithm
-from fleetmarl.logging import TAG_EPISODE_REWARD, RunLogger
+from fleetmarl.learner.agents import MADDPG, build_agents
+from fleetmarl.learner.buffer import ReplayBuffer
 from fleetmarl.learner.schedules import noise_std
+from fleetmarl.logging import TAG_EPISODE_REWARD, RunLogger
 
 RECENT_WINDOW = 100  # episodes averaged for "近期平均奖励" (recent mean reward)
 

@@ -150,8 +150,8 @@ def load_checkpoint_policy(checkpoint: str | Path, device: torch.device | str | 
     ``config`` (already resolved, e.g. a comparison's shared environment) wins over ``overrides``.
     """
     path = _checked_checkpoint(checkpoint)  # before importing the models: a typo should fail fast
-    from fleetmarl.learner.agents import MADDPG, build_agents
     from fleetmarl.device import resolve_device
+    from fleetmarl.learner.agents import MADDPG, build_agents
 
     saved = saved_config(path)
     if config is None:
