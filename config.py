@@ -74,6 +74,7 @@ NUM_ENVS = 8  # environments stepped together; episodes run in synchronous round
 RANDOM_SEED = 123  # seed for environments, networks and sampling
 DEVICE = 'auto'  # 'auto' (cuda if available), 'cpu' or 'cuda'
 NUM_THREADS = 0  # torch CPU threads; 0 = torch's default
+MIXED_PRECISION = "auto"  # 'auto' (bf16 autocast where the CPU/GPU multiplies bf16 natively), 'bf16' or 'fp32'
 
 # Model Checkpointing Settings (模型检查点设置)
 ENABLE_MODEL_CHECKPOINTING = True  # save checkpoints during training
@@ -91,3 +92,5 @@ ENABLE_TENSORBOARD = True  # write TensorBoard event files
 PROGRESS_BAR = True  # show a progress bar with ETA
 EVAL_INTERVAL = 200  # episodes between noise-free evaluations during training (0 = off)
 EVAL_EPISODES = 8  # episodes per evaluation
+ORTOOLS_SOLUTION_LIMIT = 40  # 'ortools' reference policy: local-search solutions per re-plan; a count, not a clock, so runs repeat
+ORTOOLS_TIME_LIMIT_MS = 1000  # 'ortools' reference policy: safety cap in milliseconds per re-plan; results repeat only while it never binds

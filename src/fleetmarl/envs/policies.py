@@ -14,7 +14,7 @@ from fleetmarl.config import Config
 from fleetmarl.envs.spaces import POINT, STATE
 
 BatchPolicy = Callable[[dict[str, np.ndarray]], np.ndarray]
-REFERENCE_POLICIES = ("random", "greedy")
+REFERENCE_POLICIES = ("random", "greedy", "ortools")
 
 # Greedy tuning, in observation units (times are fractions of the longest deadline).
 PRIORITY_SCORE = np.array([3.0, 2.0, 1.0])  # ranking of priority 1, 2, 3
@@ -75,10 +75,20 @@ def _point_scores(features: np.ndarray) -> np.ndarray:
     return np.where(features[..., POINT["heading"]] > 0, -np.inf, score)
 
 
-def reference_policy(name: str, seed: int = 0) -> BatchPolicy:
-    """``"random"`` (its own generator, seeded by ``seed``) or ``"greedy"`` as an obs -> actions function."""
+def reference_policy(name: str, seed: int = 0, config: Config | None = None) -> BatchPolicy:
+    """``"random"`` (its own generator, seeded by ``seed``), ``"greedy"`` or ``"ortools"`` as an obs -> actions
+    function. ``"ortools"`` re-plans routes with a solver (:mod:`fleetmarl.envs.ortools_dispatcher`), so it
+    needs the ``config`` the environment was built from; it keeps one plan per batch row, so use a fresh one
+    per evaluation."""
     if name == "greedy":
         return greedy_policy
+    if name == "ortools":
+        if config is None:
+            raise ValueError("reference policy 'ortools' needs the environment's config: reference_policy('ortools', "
+                             "seed, config)")
+        from fleetmarl.envs.ortools_dispatcher import OrToolsDispatcher  # optional extra; imported on use
+
+        return OrToolsDispatcher(config)
     if name == "random":
         rng = np.random.default_rng(seed)
         return lambda obs: random_policy(obs, rng)
@@ -89,7 +99,7 @@ def evaluate_reference(config: Config, policy_name: str, episodes: int, seed: in
     """Mean and std of reward and every episode metric over ``episodes`` seeded episodes."""
     from fleetmarl.eval.evaluation import run_episodes, summarize  # torch-heavy; only when evaluating
 
-    policy = reference_policy(policy_name, seed)
+    policy = reference_policy(policy_name, seed, config)
     return summarize(run_episodes(config, policy, episodes, seed))
 
 
