@@ -17,6 +17,8 @@ import torch
 TAG_EPISODE_REWARD = "reward/episode"
 TAG_CHECKPOINT = "checkpoint/saved"
 TAG_CHECKPOINT_TEXT = "checkpoint/path"
+TAG_CHECKPOINT_STALL = "checkpoint/stall_ms"
+TAG_CHECKPOINT_BYTES = "checkpoint/bytes_written"
 
 
 class RunLogger:
@@ -44,9 +46,18 @@ class RunLogger:
         if self._writer is not None:
             self._writer.add_text(tag, text, step)
 
-    def checkpoint_saved(self, path: Path, episode: int) -> None:
-        """A marker at the checkpoint's episode, so curves and save points line up in TensorBoard."""
-        self.scalars({TAG_CHECKPOINT: 1.0}, episode)
+    def checkpoint_saved(self, path: Path, episode: int, *, stall_s: float | None = None,
+                         stats: Mapping[str, Any] | None = None) -> None:
+        """A marker at the checkpoint's episode, so curves and save points line up in TensorBoard, with
+        what the save cost: the training loop's stall and the bytes written (linked bytes apart)."""
+        values: dict[str, Any] = {TAG_CHECKPOINT: 1.0}
+        if stall_s is not None:
+            values[TAG_CHECKPOINT_STALL] = 1000.0 * stall_s
+        for key, tag in (("bytes_written", TAG_CHECKPOINT_BYTES), ("bytes_linked", "checkpoint/bytes_linked"),
+                         ("write_seconds", "checkpoint/write_s")):
+            if stats and key in stats:
+                values[tag] = stats[key]
+        self.scalars(values, episode)
         self.text(TAG_CHECKPOINT_TEXT, str(path), episode)
 
     def flush(self) -> None:

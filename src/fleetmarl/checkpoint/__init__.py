@@ -7,17 +7,21 @@ from fleetmarl.checkpoint.discovery import (
     cleanup_incomplete,
     find_latest_checkpoint,
     is_latest_of_run,
+    open_resume,
     resolve_resume,
 )
 from fleetmarl.checkpoint.disk import (
     check_disk_space,
     ensure_writable,
     estimate_checkpoint_bytes,
+    estimate_run_bytes,
     format_bytes,
     planned_checkpoint_count,
 )
 from fleetmarl.checkpoint.layout import checkpoint_folders, checkpoint_name, parse_checkpoint_name
+from fleetmarl.checkpoint.lock import CheckpointsDirBusy, TrainingLock
 from fleetmarl.checkpoint.manifest import SCHEMA_VERSION, read_manifest, verify_checkpoint
+from fleetmarl.checkpoint.reader import OpenCheckpoint, open_checkpoint
 from fleetmarl.checkpoint.retention import prune_checkpoints
 from fleetmarl.checkpoint.safe_io import CheckpointSaveError, load_plain, save_plain, validate_plain
 from fleetmarl.checkpoint.store import (
@@ -37,6 +41,12 @@ __all__ = [
     "REQUIRED_STATE_KEYS",
     "CheckpointSaveError",
     "CheckpointWriter",
+    "CheckpointsDirBusy",
+    "OpenCheckpoint",
+    "TrainingLock",
+    "estimate_run_bytes",
+    "open_checkpoint",
+    "open_resume",
     "check_disk_space",
     "ensure_writable",
     "estimate_checkpoint_bytes",

@@ -19,6 +19,7 @@ from fleetmarl.checkpoint.layout import (
     temp_folders,
 )
 from fleetmarl.checkpoint.manifest import read_manifest, verify_checkpoint
+from fleetmarl.checkpoint.reader import OpenCheckpoint
 from fleetmarl.checkpoint.store import live_temp_folders
 from fleetmarl.errors import CheckpointError
 
@@ -62,6 +63,18 @@ def resolve_resume(
         kind = "incomplete" if all(p.startswith(("missing", "no MANIFEST")) for p in problems) else "damaged"
         raise CheckpointError(f"checkpoint {path} is {kind} ({'; '.join(problems)}); {_latest_hint(path.parent)}")
     return path, []
+
+
+def open_resume(
+    checkpoints_dir: str | Path, spec: str | Path, *, missing_ok: bool = False
+) -> tuple[OpenCheckpoint | None, list[tuple[Path, str]]]:
+    """:func:`resolve_resume`, returning the chosen checkpoint opened with every hash already checked,
+    so loading it (agents, training state, replay buffer) checks no file twice."""
+    path, skipped = resolve_resume(checkpoints_dir, spec, missing_ok=missing_ok)
+    if path is None:
+        return None, skipped
+    manifest = read_manifest(path)
+    return OpenCheckpoint(path, manifest, set(manifest["files"])), skipped
 
 
 def is_latest_of_run(checkpoints_dir: str | Path, checkpoint: str | Path, run_id: str) -> bool:

@@ -58,17 +58,44 @@ def _existing_ancestor(path: Path) -> Path:
     return path
 
 
-def check_disk_space(checkpoints_dir: str | Path, bytes_per_checkpoint: int, planned_saves: int) -> str | None:
-    """A one-line warning with the numbers if ``planned_saves`` checkpoints will not fit, else None."""
-    need = max(0, int(bytes_per_checkpoint)) * max(0, int(planned_saves))
+def check_disk_space(checkpoints_dir: str | Path, bytes_per_checkpoint: int, planned_saves: int, *,
+                     total: int | None = None) -> str | None:
+    """A one-line warning with the numbers if ``planned_saves`` checkpoints will not fit, else None.
+
+    ``total``: the run's whole need when checkpoints share files (:func:`estimate_run_bytes`);
+    otherwise every checkpoint counts in full.
+    """
+    need = max(0, int(bytes_per_checkpoint)) * max(0, int(planned_saves)) if total is None else max(0, int(total))
     free = shutil.disk_usage(_existing_ancestor(Path(checkpoints_dir))).free
     if need <= free:
         return None
+    how = (f"{planned_saves} saves x {format_bytes(bytes_per_checkpoint)}" if total is None
+           else f"{planned_saves} checkpoints sharing their replay chunks")
     return (
-        f"checkpoints will need about {format_bytes(need)} ({planned_saves} saves x "
-        f"{format_bytes(bytes_per_checkpoint)}) in {checkpoints_dir} but only {format_bytes(free)} is free; "
-        "raise MODEL_SAVE_INTERVAL, set KEEP_LAST_CHECKPOINTS, set SAVE_REPLAY_BUFFER=False or free disk space"
+        f"checkpoints will need about {format_bytes(need)} ({how}) in {checkpoints_dir} but only "
+        f"{format_bytes(free)} is free; raise MODEL_SAVE_INTERVAL, set KEEP_LAST_CHECKPOINTS, set "
+        "SAVE_REPLAY_BUFFER=False or free disk space"
     )
+
+
+def estimate_run_bytes(
+    *, fixed_per_checkpoint: int, transition_bytes: int, head_bytes: int, episodes_left: int, save_interval: int,
+    steps_per_episode: int, transitions_per_step: int = 1, capacity: int, buffered_now: int = 0,
+    keep_last: int = 0, keep_best: int = 0,
+) -> tuple[int, int]:
+    """``(bytes, checkpoints)``: disk for a run's checkpoints with incremental replay chunks.
+
+    Each checkpoint costs its own files (agents, training state, the replay head: open tail and
+    priorities) plus the replay transitions no earlier kept checkpoint holds: the union of the
+    ``capacity``-wide windows behind the kept checkpoints. With every checkpoint kept that is every
+    transition of the run; with the last K kept it is at most ``capacity`` + (K - 1) intervals.
+    ``transitions_per_step`` is 1 when ``steps_per_episode`` counts one environment's steps.
+    """
+    saves = planned_checkpoint_count(episodes_left, save_interval, keep_last, keep_best)
+    per_interval = save_interval * steps_per_episode * transitions_per_step
+    new = max(0, episodes_left) * steps_per_episode * transitions_per_step
+    distinct = min(buffered_now + new, capacity + max(0, saves - 1) * per_interval)
+    return saves * (fixed_per_checkpoint + head_bytes) + distinct * transition_bytes, saves
 
 
 def planned_checkpoint_count(

@@ -20,9 +20,13 @@ TMP_PREFIX = ".tmp-"
 TRAINING_STATE_FILE = "training_state.pth"
 CONFIG_INFO_FILE = "config_info.txt"
 REPLAY_BUFFER_FILE = "replay_buffer.pth"
+"""The replay buffer's head (counters, RNG, priorities, open tail); its sealed chunks are files of their own."""
 MANIFEST_FILE = "MANIFEST.json"
+LOCK_FILE = ".fleetmarl-train.lock"
+"""Held in CHECKPOINTS_DIR by the one trainer writing there (hidden: listings never see it)."""
 DEFAULT_CHECKPOINTS_DIR = "checkpoints"
 
+_CHUNK_RE = re.compile(r"^replay_buffer\.(?P<first>\d{12})-(?P<end>\d{12})\.pth$")
 _NAME_RE = re.compile(r"^checkpoint_ep(?P<episode>\d+)_(?P<stamp>\d{8}_\d{6})(?:_(?P<serial>\d+))?$")
 _TMP_RE = re.compile(r"^\.tmp-(?P<what>.+)-(?P<pid>\d+)-(?P<serial>\d+)$")
 
@@ -30,6 +34,18 @@ _TMP_RE = re.compile(r"^\.tmp-(?P<what>.+)-(?P<pid>\d+)-(?P<serial>\d+)$")
 def agent_filename(index: int) -> str:
     """``agent_{i}.pth``: one file per agent, numbered like the agents list."""
     return f"agent_{index}.pth"
+
+
+def replay_chunk_filename(first: int, end: int) -> str:
+    """``replay_buffer.{first}-{end}.pth``: transitions [first, end) of the run, an immutable file that
+    later checkpoints of the run hard-link instead of writing again."""
+    return f"replay_buffer.{int(first):012d}-{int(end):012d}.pth"
+
+
+def parse_replay_chunk(name: str) -> tuple[int, int] | None:
+    """``(first, end)`` of a replay chunk file name, or None."""
+    match = _CHUNK_RE.match(name)
+    return None if match is None else (int(match["first"]), int(match["end"]))
 
 
 def format_timestamp(moment: datetime | None = None) -> str:

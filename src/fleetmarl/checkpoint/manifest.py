@@ -24,8 +24,10 @@ from fleetmarl.checkpoint.layout import (
 from fleetmarl.checkpoint.safe_io import write_text_synced
 from fleetmarl.errors import CheckpointError
 
-SCHEMA_VERSION = 1
-"""Bump when the layout changes incompatibly; readers refuse manifests newer than this."""
+SCHEMA_VERSION = 2
+"""Bump when the layout changes incompatibly; readers refuse manifests newer than this.
+1: one replay_buffer.pth. 2: replay_buffer.pth is a head and the buffer's chunks are files of their own
+(``replay_buffer.{first}-{end}.pth``), hard-linked between the checkpoints of a run."""
 FORMAT_NAME = "fleetmarl-checkpoint"
 _CHUNK = 1 << 20
 
@@ -44,11 +46,16 @@ def describe_files(folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
     return {name: {"bytes": (folder / name).stat().st_size, "sha256": sha256_file(folder / name)} for name in names}
 
 
-def build_manifest(folder: Path, file_names: list[str], meta: Mapping[str, Any]) -> dict[str, Any]:
-    """The manifest's dict: format, schema, the caller's metadata, then the files' sizes and hashes."""
+def build_manifest(folder: Path, file_names: list[str] | Mapping[str, Mapping[str, Any]],
+                   meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest's dict: format, schema, the caller's metadata, then the files' sizes and hashes
+    (given as ``{name: {"bytes", "sha256"}}`` when the writer hashed them on the way out, else read)."""
     manifest: dict[str, Any] = {"format": FORMAT_NAME, "schema_version": SCHEMA_VERSION}
     manifest.update(meta)
-    manifest["files"] = describe_files(folder, file_names)
+    if isinstance(file_names, Mapping):
+        manifest["files"] = {name: dict(entry) for name, entry in file_names.items()}
+    else:
+        manifest["files"] = describe_files(folder, list(file_names))
     return manifest
 
 

@@ -10,6 +10,8 @@ always passes ``weights_only=True`` and turns a refusal into a one-line :class:`
 from __future__ import annotations
 
 import collections
+import hashlib
+import io
 import os
 import pickle
 import zipfile
@@ -80,21 +82,35 @@ def compact_views(payload: Any) -> Any:
     return payload
 
 
-def save_plain(payload: Any, path: Path, where: str | None = None) -> None:
-    """Validate, then ``torch.save`` and fsync, so a committed checkpoint survives a power cut."""
+def save_plain(payload: Any, path: Path, where: str | None = None) -> dict[str, Any]:
+    """Validate, then ``torch.save`` and fsync, so a committed checkpoint survives a power cut.
+
+    Returns ``{"bytes", "sha256"}`` of what was written (hashed in memory on the way out, so the
+    manifest never reads the file back).
+    """
     validate_plain(payload, where or path.name)
+    blob = io.BytesIO()
+    torch.save(compact_views(payload), blob)
+    return write_bytes_synced(path, blob.getbuffer())
+
+
+def write_bytes_synced(path: Path, data: bytes | memoryview) -> dict[str, Any]:
+    """Write ``data`` to a new file and fsync it; its manifest entry ``{"bytes", "sha256"}``."""
+    with open(path, "xb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def write_text_synced(path: Path, text: str) -> dict[str, Any]:
+    """UTF-8 text, fsynced (config_info.txt, MANIFEST.json); its ``{"bytes", "sha256"}``."""
+    data = text.encode("utf-8")
     with open(path, "wb") as handle:
-        torch.save(compact_views(payload), handle)
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def write_text_synced(path: Path, text: str) -> None:
-    """UTF-8 text, fsynced (config_info.txt, MANIFEST.json)."""
-    with open(path, "w", encoding="utf-8", newline="\n") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def fsync_dir(path: Path) -> None:
@@ -111,10 +127,14 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def load_plain(path: Path, map_location: torch.device | str | None = "cpu") -> Any:
-    """``torch.load(weights_only=True)``; anything that is not plain data is refused, never executed."""
+def load_plain(path: Path, map_location: torch.device | str | None = "cpu", *, data: bytes | None = None) -> Any:
+    """``torch.load(weights_only=True)``; anything that is not plain data is refused, never executed.
+
+    ``data``: the file's bytes, already read (and hash-checked) by the caller; ``path`` then only names it.
+    """
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        source = path if data is None else io.BytesIO(data)
+        return torch.load(source, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file {path} is missing; run `fleetmarl ckpt verify {path.parent}`") from None
     except pickle.UnpicklingError as exc:

@@ -12,13 +12,16 @@ are all this module uses, so the storage layer does not depend on how agents are
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import itertools
 import math
 import os
 import shutil
 import threading
+import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,15 +35,18 @@ from fleetmarl.checkpoint.layout import (
     agent_filename,
     checkpoint_name,
     format_timestamp,
+    parse_replay_chunk,
+    replay_chunk_filename,
     temp_name,
 )
-from fleetmarl.checkpoint.manifest import build_manifest, read_manifest, verify_checkpoint, write_manifest
+from fleetmarl.checkpoint.manifest import build_manifest, read_manifest, write_manifest
+from fleetmarl.checkpoint.reader import OpenCheckpoint, open_checkpoint
 from fleetmarl.checkpoint.safe_io import (
     CheckpointSaveError,
     fsync_dir,
-    load_plain,
     save_plain,
     validate_plain,
+    write_bytes_synced,
     write_text_synced,
 )
 from fleetmarl.config import SHAPE_KEYS
@@ -49,7 +55,7 @@ from fleetmarl.errors import CheckpointError, FleetmarlError
 REQUIRED_STATE_KEYS = ("episode", "noise_std", "episode_rewards_log", "config", "total_episodes_planned")
 """What the trainer must put in ``training_state``; the other guide keys are filled in when absent."""
 RECENT_REWARD_WINDOW = 100
-"""Episodes averaged for the guide's 近期平均奖励 (recent average reward)."""
+"""Episodes averaged for the guide's 近期平均奖励 (recent average reward); the trainer uses it too."""
 
 
 class CheckpointAgent(Protocol):
@@ -84,6 +90,8 @@ def save_model_checkpoint(
     recent_reward: float | None = None,
     eval_reward: float | None = None,
     log: Callable[[str], None] | None = None,
+    previous: str | Path | None = None,
+    stats: dict[str, Any] | None = None,
 ) -> Path:
     """Save every agent, the training state and (optionally) the replay buffer; return the new folder.
 
@@ -91,12 +99,15 @@ def save_model_checkpoint(
     save (:class:`~fleetmarl.checkpoint.writer.CheckpointWriter`) must write copies taken while the
     loop was paused, not the live weights. ``log`` (e.g. ``print``) receives the guide's two lines;
     it is off by default because the trainer routes messages through its own progress-bar-safe log.
+    ``previous``: the run's previous committed checkpoint, whose replay chunk files are hard-linked
+    instead of written again; ``stats`` (a dict) receives what the save wrote (see :func:`write_checkpoint`).
     Raises :class:`CheckpointSaveError` (exit 1) if the save fails; earlier checkpoints are untouched.
     """
     agent_states = [a if isinstance(a, Mapping) else a.checkpoint_state() for a in agents]
     path = write_checkpoint(
         agent_states, training_state, checkpoints_dir, replay_buffer_state=replay_buffer_state,
         run_id=run_id, parent=parent, recent_reward=recent_reward, eval_reward=eval_reward,
+        previous=previous, stats=stats,
     )
     if log is not None:
         for line in saved_message(path, len(agent_states)):
@@ -119,8 +130,18 @@ def write_checkpoint(
     parent: str | None = None,
     recent_reward: float | None = None,
     eval_reward: float | None = None,
+    previous: str | Path | None = None,
+    stats: dict[str, Any] | None = None,
 ) -> Path:
-    """Write already-collected states atomically; safe to call from a background thread."""
+    """Write already-collected states atomically; safe to call from a background thread.
+
+    A replay state with ``"chunks"`` (:meth:`ReplayBuffer.state_dict` / ``checkpoint_state``) is written
+    as a head (``replay_buffer.pth``) plus one file per chunk; a chunk file that ``previous`` already
+    holds (same name, same size) is hard-linked, or copied where the file system cannot link, so each
+    folder stays complete on its own. ``stats`` receives ``bytes_written``, ``bytes_linked``,
+    ``files_linked``, ``files_copied``, ``write_seconds``.
+    """
+    started = time.perf_counter()
     if not agent_states:
         raise CheckpointSaveError("cannot save a checkpoint of zero agents")
     state = complete_training_state(training_state)
@@ -133,7 +154,8 @@ def write_checkpoint(
         validate_plain(agent_state, f"{agent_filename(i)}: agent {i} checkpoint_state()")
     validate_plain(state, f"{TRAINING_STATE_FILE}: training_state")
     if replay_buffer_state is not None:
-        validate_plain(replay_buffer_state, f"{REPLAY_BUFFER_FILE}: replay_buffer_state")
+        head = {k: v for k, v in replay_buffer_state.items() if k != "chunks"}
+        validate_plain(head, f"{REPLAY_BUFFER_FILE}: replay_buffer_state")
     if recent_reward is None:
         recent_reward = recent_average_reward(state["episode_rewards_log"])
     root = Path(checkpoints_dir)
@@ -146,8 +168,10 @@ def write_checkpoint(
             _LIVE_TEMP.add(temp)
         try:
             temp.mkdir()
-            names = _write_files(temp, agent_states, state, replay_buffer_state, recent_reward)
-            write_manifest(temp, build_manifest(temp, names, meta))
+            counts = {"bytes_written": 0, "bytes_linked": 0, "files_linked": 0, "files_copied": 0}
+            files = _write_files(temp, agent_states, state, replay_buffer_state, recent_reward,
+                                 Path(previous) if previous else None, counts)
+            write_manifest(temp, build_manifest(temp, files, meta))
             fsync_dir(temp)
             final = _commit(temp, root, state)
         except BaseException:
@@ -159,9 +183,11 @@ def write_checkpoint(
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise CheckpointSaveError(
-            f"could not save checkpoint of episode {state['episode']} in {root}: {reason}; earlier checkpoints "
-            "are untouched; free disk space or set CHECKPOINTS_DIR to a writable folder"
+            f"could not save checkpoint of episode {state['episode']} in {root}: {reason} "
+            "(free disk space or set CHECKPOINTS_DIR to a writable folder); earlier checkpoints are untouched"
         ) from exc
+    if stats is not None:
+        stats.update(counts, write_seconds=time.perf_counter() - started)
     return final
 
 
@@ -171,19 +197,82 @@ def _write_files(
     state: Mapping[str, Any],
     replay_buffer_state: Mapping[str, Any] | None,
     recent_reward: float | None,
-) -> list[str]:
-    names = []
+    previous: Path | None,
+    counts: dict[str, int],
+) -> dict[str, dict[str, Any]]:
+    """Every file of the checkpoint, in the guide's order; ``{name: {"bytes", "sha256"}}``."""
+    files: dict[str, dict[str, Any]] = {}
+
+    def wrote(name: str, entry: dict[str, Any]) -> None:
+        files[name] = entry
+        counts["bytes_written"] += entry["bytes"]
+
     for i, agent_state in enumerate(agent_states):
-        save_plain(dict(agent_state), folder / agent_filename(i))
-        names.append(agent_filename(i))
-    save_plain(dict(state), folder / TRAINING_STATE_FILE)
-    names.append(TRAINING_STATE_FILE)
-    write_text_synced(folder / CONFIG_INFO_FILE, config_info_text(state, len(agent_states), recent_reward))
-    names.append(CONFIG_INFO_FILE)
-    if replay_buffer_state is not None:
-        save_plain(dict(replay_buffer_state), folder / REPLAY_BUFFER_FILE)
-        names.append(REPLAY_BUFFER_FILE)
-    return names
+        wrote(agent_filename(i), save_plain(dict(agent_state), folder / agent_filename(i)))
+    wrote(TRAINING_STATE_FILE, save_plain(dict(state), folder / TRAINING_STATE_FILE))
+    wrote(CONFIG_INFO_FILE, write_text_synced(folder / CONFIG_INFO_FILE,
+                                              config_info_text(state, len(agent_states), recent_reward)))
+    if replay_buffer_state is None:
+        return files
+    if "chunks" not in replay_buffer_state:  # a plain (version 1 or foreign) state: one file
+        wrote(REPLAY_BUFFER_FILE, save_plain(dict(replay_buffer_state), folder / REPLAY_BUFFER_FILE))
+        return files
+    reusable = _reusable_chunks(previous)
+    names = []
+    for chunk in replay_buffer_state["chunks"]:
+        first, end = (chunk["first"], chunk["end"]) if isinstance(chunk, Mapping) else (chunk.first, chunk.end)
+        name = replay_chunk_filename(first, end)
+        names.append(name)
+        entry = _reuse_chunk(reusable.get(name), folder / name, counts)
+        if entry is None:
+            payload = chunk if isinstance(chunk, Mapping) else chunk.load()
+            entry = save_plain(dict(payload), folder / name, f"{name}: replay chunk")
+            counts["bytes_written"] += entry["bytes"]
+        files[name] = entry
+    head = {k: v for k, v in replay_buffer_state.items() if k != "chunks"}
+    head["chunk_files"] = names
+    wrote(REPLAY_BUFFER_FILE, save_plain(head, folder / REPLAY_BUFFER_FILE))
+    return files
+
+
+def _reusable_chunks(previous: Path | None) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """Replay chunk files of the previous committed checkpoint, by name, with their manifest entries."""
+    if previous is None:
+        return {}
+    try:
+        listed = read_manifest(previous)["files"]
+    except FleetmarlError:  # pruned or damaged since: write everything again
+        return {}
+    return {name: (previous / name, entry) for name, entry in listed.items() if parse_replay_chunk(name)}
+
+
+def _reuse_chunk(source: tuple[Path, dict[str, Any]] | None, target: Path, counts: dict[str, int]) -> dict[str, Any] | None:
+    """Hard-link (else copy, checking the hash) a chunk file the previous checkpoint holds; None if it cannot."""
+    if source is None:
+        return None
+    path, entry = source
+    try:
+        if path.stat().st_size != entry["bytes"]:
+            return None
+        try:
+            os.link(path, target)
+            counts["files_linked"] += 1
+            counts["bytes_linked"] += entry["bytes"]
+            return {"bytes": entry["bytes"], "sha256": entry["sha256"]}
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError) and not path.exists():
+                return None
+            if exc.errno == errno.ENOSPC:
+                raise
+        data = path.read_bytes()  # no hard links here (another file system, FAT, some network shares)
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            return None
+        copied = write_bytes_synced(target, data)
+        counts["files_copied"] += 1
+        counts["bytes_written"] += copied["bytes"]
+        return copied
+    except FileNotFoundError:
+        return None
 
 
 def _commit(temp: Path, root: Path, state: Mapping[str, Any]) -> Path:
@@ -304,38 +393,34 @@ def _finite_or_none(value: float | None) -> float | None:
 # ---------------------------------------------------------------------- loading
 def load_model_checkpoint(
     agents: Sequence[CheckpointAgent],
-    checkpoint_path: str | Path,
+    checkpoint_path: str | Path | OpenCheckpoint,
     device: torch.device | str = "cpu",
     *,
     config: Any = None,
 ) -> dict[str, Any]:
     """Load a checkpoint into ``agents`` (tensors mapped onto ``device``); return its training_state.
 
-    The manifest is verified first (a folder without a valid one is never loaded), then the agent
-    count and the shape keys (``NUM_AGENTS``, ``NUM_POINTS``, ``HIDDEN_DIM``, ...) are compared with
+    ``checkpoint_path`` may be an :class:`~fleetmarl.checkpoint.reader.OpenCheckpoint` (``--resume``
+    hands on the one it verified). The manifest is read first (a folder without a valid one is never
+    loaded; every listed file must be there with its size); each file read is hash-checked once, and
+    files not read (the replay buffer, for evaluation) are not hashed. Then the agent count and the shape keys (``NUM_AGENTS``, ``NUM_POINTS``, ``HIDDEN_DIM``, ...) are compared with
     ``config`` (a :class:`~fleetmarl.config.Config` or its dict) or, failing that, with
     ``agents[0].config`` when the agent has one. Everything is read with ``weights_only=True``.
     """
-    path = Path(checkpoint_path)
-    if not path.is_dir():
-        raise CheckpointError(f"checkpoint {path} does not exist; list the valid ones with `fleetmarl ckpt list`")
-    problems = verify_checkpoint(path)
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise CheckpointError(f"checkpoint {path} is not valid: {problems[0]}{more}; run `fleetmarl ckpt verify {path}`")
-    manifest = read_manifest(path)
+    opened = open_checkpoint(checkpoint_path)
+    path, manifest = opened.path, opened.manifest
     if manifest["num_agents"] != len(agents):
         raise CheckpointError(
             f"checkpoint {path} does not fit: NUM_AGENTS is {manifest['num_agents']} in the checkpoint "
             f"but {len(agents)} here; use --set NUM_AGENTS={manifest['num_agents']} or pick a matching checkpoint"
         )
     map_location = _resolve_device(device, path)
-    training_state = load_plain(path / TRAINING_STATE_FILE, map_location)
+    training_state = opened.load(TRAINING_STATE_FILE, map_location)
     if not isinstance(training_state, dict):
         raise CheckpointError(f"cannot read {path / TRAINING_STATE_FILE}: expected a dict, got {type(training_state).__name__}")
     check_compatible(training_state.get("config") or manifest.get("shape") or {}, _expected_shape(agents, config), path)
     for i, agent in enumerate(agents):
-        state = load_plain(path / agent_filename(i), map_location)
+        state = opened.load(agent_filename(i), map_location)
         try:
             agent.load_checkpoint_state(state)
         except FleetmarlError:
@@ -346,13 +431,26 @@ def load_model_checkpoint(
     return training_state
 
 
-def load_replay_buffer(checkpoint_path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any] | None:
-    """The saved replay buffer state, or ``None`` when the checkpoint has none (SAVE_REPLAY_BUFFER off)."""
-    path = Path(checkpoint_path)
-    manifest = read_manifest(path)
-    if REPLAY_BUFFER_FILE not in manifest["files"]:
+def load_replay_buffer(checkpoint_path: str | Path | OpenCheckpoint,
+                       device: torch.device | str = "cpu") -> dict[str, Any] | None:
+    """The saved replay buffer state, or ``None`` when the checkpoint has none (SAVE_REPLAY_BUFFER off).
+
+    For a chunked buffer (schema 2) ``"chunks"`` is an iterator that reads (and hash-checks) one chunk
+    file at a time, so loading a full buffer never holds it twice in memory.
+    """
+    opened = open_checkpoint(checkpoint_path)
+    if not opened.has(REPLAY_BUFFER_FILE):
         return None
-    return load_plain(path / REPLAY_BUFFER_FILE, _resolve_device(device, path))
+    location = _resolve_device(device, opened.path)
+    state = opened.load(REPLAY_BUFFER_FILE, location)
+    if isinstance(state, dict) and "chunk_files" in state:
+        state["chunks"] = _chunks(opened, list(state.pop("chunk_files")), location)
+    return state
+
+
+def _chunks(opened: OpenCheckpoint, names: list[str], location: torch.device) -> Iterator[dict[str, Any]]:
+    for name in names:
+        yield opened.load(name, location)
 
 
 def check_compatible(saved: Mapping[str, Any], expected: Mapping[str, Any], path: Path) -> None:
