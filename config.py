@@ -74,6 +74,7 @@ NUM_ENVS = 8  # environments stepped together; episodes run in synchronous round
 RANDOM_SEED = 123  # seed for environments, networks and sampling
 DEVICE = 'auto'  # 'auto' (cuda if available), 'cpu' or 'cuda'
 NUM_THREADS = 0  # torch CPU threads; 0 = torch's default
+MIXED_PRECISION = "auto"  # 'auto' (bf16 autocast where the CPU/GPU multiplies bf16 natively), 'bf16' or 'fp32'
 
 # Model Checkpointing Settings (模型检查点设置)
 ENABLE_MODEL_CHECKPOINTING = True  # save checkpoints during training

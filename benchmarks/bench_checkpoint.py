@@ -29,7 +29,7 @@ from fleetmarl.config import Config
 from fleetmarl.envs import BatchedSamplingEnv
 from fleetmarl.envs.policies import random_policy
 from fleetmarl.envs.spaces import observation_dims
-from fleetmarl.learner.agents import MADDPG, build_agents
+from fleetmarl.learner import MADDPG, build_agents
 from fleetmarl.learner.buffer import ReplayBuffer
 
 

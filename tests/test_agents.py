@@ -12,7 +12,7 @@ import torch
 from fleetmarl.config import Config
 from fleetmarl.envs.spaces import observation_dims
 from fleetmarl.errors import CheckpointError
-from fleetmarl.learner.agents import MADDPG, MADDPGAgent, build_agents, select_actions
+from fleetmarl.learner import MADDPG, MADDPGAgent, build_agents, select_actions
 from fleetmarl.learner.buffer import ReplayBuffer
 
 TINY = dict(NUM_AGENTS=3, NUM_POINTS=5, INITIAL_POINTS=3, HIDDEN_DIM=16, EMBED_DIM=8, TRANSFORMER_HEADS=2,
@@ -114,8 +114,8 @@ def test_batched_act_follows_every_update_and_load() -> None:
             assert torch.equal(batched[:, i], alone)
         return batched
 
-    first = check()  # builds the cached stack
-    train(algo, buffer, 3)  # fused Adam does not bump tensor versions: the cache must still refresh
+    first = check()
+    train(algo, buffer, 3)  # agents are views of the team's weights: they act with the updated ones at once
     second = check()
     assert not torch.equal(first, second)
     torch.manual_seed(5)
@@ -130,14 +130,14 @@ def test_transformer_learns_end_to_end() -> None:
     agents, algo, buffer = setup(config)
     before = [{k: v.clone() for k, v in a.transformer.state_dict().items()} for a in agents]
     train(algo, buffer, 1)
-    for agent, old in zip(agents, before, strict=True):
-        assert agent.transformer is agent.actor.encoder
-        grads = [p.grad for p in agent.transformer.parameters()]
-        assert all(g is not None for g in grads)
+    team = agents[0].team
+    for i, (agent, old) in enumerate(zip(agents, before, strict=True)):
+        assert agent.transformer.state_dict().keys() == agent.actor.encoder.state_dict().keys()
+        grads = [p.grad[i] for p in team.actor.encoder.parameters()]  # agent i's slice of each gradient
         assert sum(float(g.abs().sum()) for g in grads) > 0
         changed = [not torch.equal(old[k], v) for k, v in agent.transformer.state_dict().items()]
         assert all(changed)
-        assert any(float(p.grad.abs().sum()) > 0 for p in agent.critic.encoder.parameters())
+        assert any(float(p.grad[i].abs().sum()) > 0 for p in team.critic.encoder.parameters())
 
 
 def test_delayed_updates_hold_actor_and_targets_between_actor_steps() -> None:
@@ -249,6 +249,28 @@ def test_checkpoint_round_trip_continues_identically() -> None:
     got = [float(o["critic_loss"]) for o in train(fresh_algo, fresh_buffer, 3)]
     assert got == expected
     assert all(torch.equal(a, b) for a, b in zip(expected_params, (p for a in fresh for p in a.parameters()), strict=True))
+
+
+def test_checkpoint_of_the_former_per_agent_networks_loads_and_acts_the_same() -> None:
+    """agent_i.pth files written by 0.1 (commit 9b4b01c, one nn.Module per agent) load into the stacked
+    team and give the logits 0.1 computed, on observations saved with them (tests/data/main_9b4b01c)."""
+    from pathlib import Path
+
+    from fleetmarl.checkpoint import load_model_checkpoint
+
+    data = Path(__file__).parent / "data" / "main_9b4b01c"
+    expected = torch.load(data / "expected_logits.pt", weights_only=True)
+    config = Config(NUM_AGENTS=3, NUM_POINTS=6, INITIAL_POINTS=3, HIDDEN_DIM=16, EMBED_DIM=8, TRANSFORMER_HEADS=2,
+                    BATCH_SIZE=32, CAPACITY=512, NUM_ENVS=4, MAP_SIZE=2000.0)
+    agents = build_agents(config)
+    state = load_model_checkpoint(agents, data / expected["checkpoint"], "cpu")
+    assert state["episode"] == 8 and agents[0].team.point_rows == "all"
+    obs = expected["obs"]
+    for i, agent in enumerate(agents):
+        args = [obs[k][:, i].float().unsqueeze(0) for k in ("state", "point_features", "other_obs")]
+        torch.testing.assert_close(agent.actor(*args)[0], expected["logits"][:, i], rtol=1e-4, atol=1e-4)
+    assert agents[1].actor_optimizer.state_dict()["state"][0]["exp_avg"].shape == agents[1].actor.state_dict()[
+        "encoder.input.weight"].shape
 
 
 def test_checkpoint_for_other_shape_is_refused_in_one_line() -> None:

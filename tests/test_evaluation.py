@@ -126,7 +126,7 @@ def test_guide_way_batched_way_and_load_policy_agree(trained: Path) -> None:
     from fleetmarl.checkpoint import load_model_checkpoint
     from fleetmarl.envs import BatchedSamplingEnv, SamplingEnv
     from fleetmarl.eval.policy import load_policy, saved_config
-    from fleetmarl.learner.agents import build_agents
+    from fleetmarl.learner import build_agents
 
     policy = load_policy(trained)
     config = saved_config(trained)

@@ -14,7 +14,7 @@ import pytest
 from fleetmarl.config import Config
 from fleetmarl.envs.policies import reference_policy
 from fleetmarl.eval.evaluation import algorithm_policy, run_episodes
-from fleetmarl.learner.agents import MADDPG
+from fleetmarl.learner import MADDPG
 from fleetmarl.trainer import train
 
 SMALL_FLEET = dict(

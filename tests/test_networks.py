@@ -1,80 +1,135 @@
-"""Point encoder, actor and critic: set semantics (order of points does not matter) and shapes."""
+"""The stacked networks: set semantics, packing of active points, and one agent = one slice."""
 
 from __future__ import annotations
 
 import torch
 
 from fleetmarl.config import Config
-from fleetmarl.envs.spaces import observation_dims
-from fleetmarl.learner.networks import Actor, CentralCritic, PointEncoder, masked_pool
+from fleetmarl.envs.spaces import POINT, observation_dims
+from fleetmarl.learner import build_agents
+from fleetmarl.learner.networks import (
+    INACTIVE_LOGIT,
+    Actor,
+    CentralCritic,
+    PointEncoder,
+    masked_pool,
+    pack_active,
+)
 
 CONFIG = Config(NUM_AGENTS=3, NUM_POINTS=6, INITIAL_POINTS=3, HIDDEN_DIM=16, EMBED_DIM=8, TRANSFORMER_HEADS=2,
                 TRANSFORMER_LAYERS=2, BATCH_SIZE=4, CAPACITY=16)
 DIMS = observation_dims(CONFIG)
+A, N, F_ = DIMS.num_agents, DIMS.num_points, DIMS.point
+
+
+def points_with_active(batch: int, active: torch.Tensor | None = None) -> torch.Tensor:
+    """Random point rows (A, B, N, F) whose 'active' column is 0/1 (all active unless given (B, N))."""
+    points = torch.randn(A, batch, N, F_)
+    flags = torch.ones(batch, N) if active is None else active.float()
+    points[..., POINT["active"]] = flags
+    return points
 
 
 def test_encoder_is_invariant_to_point_order() -> None:
     torch.manual_seed(0)
-    encoder = PointEncoder(DIMS.point, 8, 2, 2)
-    points = torch.randn(4, DIMS.num_points, DIMS.point)
-    perm = torch.randperm(DIMS.num_points)
-    tokens, pooled = encoder.encode(points)
-    tokens_p, pooled_p = encoder.encode(points[:, perm])
-    assert pooled.shape == (4, 16) and tokens.shape == (4, DIMS.num_points, 8)
-    torch.testing.assert_close(pooled_p, pooled, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(tokens_p, tokens[:, perm], rtol=1e-5, atol=1e-6)  # equivariant tokens
+    encoder = PointEncoder(A, F_, 8, 2, 2)
+    points = torch.randn(A, 4, N, F_)
+    perm = torch.randperm(N)
+    tokens, pooled = encoder(points)
+    tokens_p, pooled_p = encoder(points[:, :, perm])
+    assert pooled.shape == (A, 4, 16) and tokens.shape == (A, 4, N, 8)
+    torch.testing.assert_close(pooled_p, pooled, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(tokens_p, tokens[:, :, perm], rtol=1e-5, atol=1e-5)  # equivariant tokens
 
 
-def test_padding_mask_hides_empty_slots() -> None:
+def test_padding_mask_hides_padded_rows() -> None:
     torch.manual_seed(1)
-    encoder = PointEncoder(DIMS.point, 8, 2, 1)
-    points = torch.randn(2, 6, DIMS.point)
-    mask = torch.tensor([[True, True, True, False, False, False]] * 2)
+    encoder = PointEncoder(A, F_, 8, 2, 1)
+    points = torch.randn(A, 2, 6, F_)
+    mask = torch.tensor([[True, True, True, False, False, False]] * 2).expand(A, 2, 6)
     junk = points.clone()
-    junk[:, 3:] = torch.randn(2, 3, DIMS.point) * 100
-    torch.testing.assert_close(encoder(points, mask), encoder(junk, mask))
-    torch.testing.assert_close(encoder(points, mask), encoder(points[:, :3]))
+    junk[:, :, 3:] = torch.randn(A, 2, 3, F_) * 100
+    torch.testing.assert_close(encoder(points, mask)[1], encoder(junk, mask)[1])
+    torch.testing.assert_close(encoder(points, mask)[1], encoder(points[:, :, :3])[1])
     assert torch.equal(masked_pool(torch.randn(2, 4, 3), torch.zeros(2, 4, dtype=torch.bool)), torch.zeros(2, 6))
+
+
+def test_pack_active_keeps_active_rows_in_order() -> None:
+    active = torch.tensor([[0, 1, 0, 1, 0, 0], [0, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    points = points_with_active(2, active)
+    packed, keep, slots = pack_active(points, POINT["active"])
+    assert packed.shape == (A, 2, 2, F_)
+    assert slots[0, 0].tolist() == [1, 3] and keep[0, 0].tolist() == [True, True]
+    assert keep[0, 1].tolist() == [False, False]  # an empty set: padding only
+    torch.testing.assert_close(packed[:, 0], points[:, 0, [1, 3]])
+
+
+def test_actor_ignores_inactive_slots_and_never_picks_them() -> None:
+    torch.manual_seed(2)
+    actor = Actor(A, DIMS, 16, 8, 2, 1)
+    active = torch.tensor([[1, 0, 1, 0, 1, 0]] * 5, dtype=torch.bool)
+    points = points_with_active(5, active)
+    state, other = torch.randn(A, 5, DIMS.state), torch.randn(A, 5, DIMS.other_rows, DIMS.other)
+    logits = actor(state, points, other)
+    assert logits.shape == (A, 5, DIMS.num_actions)
+    assert bool((logits[..., [1, 3, 5]] == INACTIVE_LOGIT).all())
+    junk = points.clone()
+    junk[:, :, [1, 3, 5], : POINT["active"]] = 1e3  # whatever an inactive slot says changes nothing
+    torch.testing.assert_close(actor(state, junk, other), logits)
 
 
 def test_actor_point_logits_follow_their_points() -> None:
     torch.manual_seed(2)
-    actor = Actor(DIMS, 16, 8, 2, 1)
-    state = torch.randn(5, DIMS.state)
-    points = torch.randn(5, DIMS.num_points, DIMS.point)
-    other = torch.randn(5, DIMS.other_rows, DIMS.other)
+    actor = Actor(A, DIMS, 16, 8, 2, 1)
+    state, points = torch.randn(A, 5, DIMS.state), points_with_active(5)
+    other = torch.randn(A, 5, DIMS.other_rows, DIMS.other)
     logits = actor(state, points, other)
-    assert logits.shape == (5, DIMS.num_actions)
-    perm = torch.randperm(DIMS.num_points)
-    permuted = actor(state, points[:, perm], other)
-    n = DIMS.num_points
-    torch.testing.assert_close(permuted[:, :n], logits[:, perm], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(permuted[:, n:], logits[:, n:], rtol=1e-5, atol=1e-5)
-    single = actor(state[0], points[0], other[0])  # unbatched works too
-    torch.testing.assert_close(single, logits[0], rtol=1e-5, atol=1e-5)
+    perm = torch.randperm(N)
+    permuted = actor(state, points[:, :, perm], other)
+    torch.testing.assert_close(permuted[..., :N], logits[..., perm], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(permuted[..., N:], logits[..., N:], rtol=1e-5, atol=1e-5)
 
 
 def test_critic_reads_the_chosen_point() -> None:
     torch.manual_seed(3)
-    critic = CentralCritic(DIMS, 16, 8)
-    points = torch.randn(4, DIMS.num_points, DIMS.point)
-    states = torch.randn(4, DIMS.num_agents, DIMS.state)
-    actions = torch.nn.functional.one_hot(torch.randint(0, DIMS.num_actions, (4, DIMS.num_agents)), DIMS.num_actions).float()
-    q = critic(points, states, actions)
-    assert q.shape == (4,)
+    critic = CentralCritic(A, DIMS, 16, 8)
+    points = torch.randn(A, 4, N, F_)
+    states = torch.randn(4, A, DIMS.state)
+    actions = torch.nn.functional.one_hot(torch.randint(0, DIMS.num_actions, (4, A)), DIMS.num_actions).float()
+    q = critic(*critic.embed_points(points), states, actions)
+    assert q.shape == (A, 4)
     # Q depends on the chosen point's *features*, not on its slot number
-    perm = torch.randperm(DIMS.num_points)
+    perm = torch.randperm(N)
     moved = actions.clone()
-    moved[..., : DIMS.num_points] = actions[..., : DIMS.num_points][..., perm]
-    torch.testing.assert_close(critic(points[:, perm], states, moved), q, rtol=1e-5, atol=1e-5)
+    moved[..., :N] = actions[..., :N][..., perm]
+    torch.testing.assert_close(critic(*critic.embed_points(points[:, :, perm]), states, moved), q, rtol=1e-5, atol=1e-5)
     actions.requires_grad_(True)
-    critic(points, states, actions).sum().backward()
+    critic(*critic.embed_points(points), states, actions).sum().backward()
     assert actions.grad is not None and actions.grad.abs().sum() > 0
 
 
-def test_continuous_actor_outputs_bounded_actions() -> None:
-    actor = Actor(DIMS, 16, 8, 2, 1, continuous=True)
+def test_each_agent_is_its_slice_of_the_stack() -> None:
+    """One implementation: an agent's network is the stacked forward on its own slice of the weights."""
+    torch.manual_seed(4)
+    agents = build_agents(CONFIG)
+    team = agents[0].team
+    state, points = torch.randn(A, 7, DIMS.state), points_with_active(7)
+    other = torch.randn(A, 7, DIMS.other_rows, DIMS.other)
+    together = team.actor(state, points, other)
+    for i, agent in enumerate(agents):
+        alone = agent.actor(state[i:i + 1], points[i:i + 1], other[i:i + 1])[0]
+        torch.testing.assert_close(alone, together[i], rtol=1e-5, atol=1e-5)
+        saved = agent.actor.state_dict()
+        assert saved["encoder.input.weight"].shape == (8, F_)  # per-agent shapes, as agent_i.pth always held
+        assert torch.equal(saved["context.0.weight"], team.actor.context[0].weight[i])
     with torch.no_grad():
-        out = actor(torch.randn(3, DIMS.state) * 100, torch.randn(3, DIMS.num_points, DIMS.point),
-                    torch.randn(3, DIMS.other_rows, DIMS.other))
-    assert out.shape == (3, DIMS.num_actions) and float(out.abs().max()) <= 1.0
+        team.actor.context[0].weight[1].add_(1.0)  # a change to the stack is a change to agent 1 only
+    assert torch.equal(agents[1].actor.state_dict()["context.0.weight"], team.actor.context[0].weight[1])
+    assert not torch.equal(agents[1].actor.state_dict()["context.0.weight"], agents[0].actor.state_dict()["context.0.weight"])
+
+
+def test_continuous_actor_outputs_bounded_actions() -> None:
+    actor = Actor(A, DIMS, 16, 8, 2, 1, continuous=True)
+    with torch.no_grad():
+        out = actor(torch.randn(A, 3, DIMS.state) * 100, points_with_active(3), torch.randn(A, 3, DIMS.other_rows, DIMS.other))
+    assert out.shape == (A, 3, DIMS.num_actions) and float(out.abs().max()) <= 1.0

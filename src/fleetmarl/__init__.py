@@ -10,14 +10,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
     "Config": "fleetmarl.config",
     "load_config": "fleetmarl.config",
     "make_env": "fleetmarl.envs",
-    "build_agents": "fleetmarl.learner.agents",
-    "MADDPGAgent": "fleetmarl.learner.agents",
+    "build_agents": "fleetmarl.learner",
+    "MADDPGAgent": "fleetmarl.learner",
     "train": "fleetmarl.trainer",
     "save_model_checkpoint": "fleetmarl.checkpoint",
     "load_model_checkpoint": "fleetmarl.checkpoint",

@@ -32,6 +32,7 @@ else:  # pragma: no cover - exercised only on 3.10
 ENVIRONMENT_TYPES = ("full", "simplified")
 LR_DECAY_TYPES = ("exponential", "step", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,6 +166,8 @@ class Config:
     """'auto' (cuda if available), 'cpu' or 'cuda'"""
     NUM_THREADS: int = 0
     """torch CPU threads; 0 = torch's default"""
+    MIXED_PRECISION: str = "auto"
+    """'auto' (bf16 autocast where the CPU/GPU multiplies bf16 natively), 'bf16' or 'fp32'"""
 
     # ------------------------------------------------------------------ checkpoints (design §4)
     ENABLE_MODEL_CHECKPOINTING: bool = True
@@ -373,6 +376,8 @@ def _validate(c: Config) -> None:
         fail("LR_DECAY_TYPE", f"must be one of {', '.join(LR_DECAY_TYPES)}, got {c.LR_DECAY_TYPE!r}")
     if c.DEVICE not in DEVICES:
         fail("DEVICE", f"must be one of {', '.join(DEVICES)}, got {c.DEVICE!r}")
+    if c.MIXED_PRECISION not in PRECISIONS:
+        fail("MIXED_PRECISION", f"must be one of {', '.join(PRECISIONS)}, got {c.MIXED_PRECISION!r}")
     for key in ("NUM_AGENTS", "NUM_POINTS", "MAX_NUM_STEPS", "BATCH_SIZE", "CAPACITY", "UPDATE_EVERY",
                 "UPDATES_PER_ROUND", "HIDDEN_DIM", "EMBED_DIM", "TRANSFORMER_HEADS", "TRANSFORMER_LAYERS",
                 "ACTOR_UPDATE_FREQUENCY", "LR_DECAY_EPISODES", "NUM_EPISODES", "NUM_ENVS", "MODEL_SAVE_INTERVAL",

@@ -34,7 +34,7 @@ from fleetmarl.envs.policies import random_policy
 from fleetmarl.envs.spaces import observation_dims
 from fleetmarl.errors import CheckpointError, FleetmarlError
 from fleetmarl.eval.evaluation import evaluate_algorithm
-from fleetmarl.learner.agents import MADDPG, build_agents
+from fleetmarl.learner import MADDPG, build_agents
 from fleetmarl.learner.buffer import ReplayBuffer
 from fleetmarl.learner.schedules import noise_std
 from fleetmarl.logging import TAG_EPISODE_REWARD, RunLogger

@@ -82,6 +82,8 @@ class ObservationDims:
     other: int
     other_rows: int
     num_actions: int
+    active_column: int | None = None
+    """point-feature column that is 1 for a point an agent can still serve (None: every row counts)"""
 
 
 def stay_action(num_points: int) -> int:
@@ -101,6 +103,7 @@ def observation_dims(config: Config) -> ObservationDims:
         other=OTHER_DIM,
         other_rows=config.NUM_AGENTS - 1,
         num_actions=config.NUM_POINTS + 2,
+        active_column=POINT["active"],
     )
 
 

@@ -151,7 +151,7 @@ def load_checkpoint_policy(checkpoint: str | Path, device: torch.device | str | 
     """
     path = _checked_checkpoint(checkpoint)  # before importing the models: a typo should fail fast
     from fleetmarl.device import resolve_device
-    from fleetmarl.learner.agents import MADDPG, build_agents
+    from fleetmarl.learner import MADDPG, build_agents
 
     saved = saved_config(path)
     if config is None:

@@ -1,36 +1,38 @@
-"""Networks of one agent: a point-set Transformer encoder, a pointer-style actor, a centralised critic.
+"""The networks of every agent at once: parameters stacked along a leading agent dim A.
 
-Shapes use ``...`` for any leading batch dims (none for one observation, ``(B,)`` for a batch). All
-agents at once is :mod:`fleetmarl.learner.stacked_networks`, which restates these forwards over stacked
-parameters (A, ...) and must change with them. N = NUM_POINTS, F = point features, E = EMBED_DIM,
-H = HIDDEN_DIM, K = num_actions = N + 2, A = NUM_AGENTS.
+This is the only implementation of the networks. Each weight is one tensor ``(A, ...)``, as TorchRL's
+``MultiAgentNetBase`` keeps them, so a forward over all agents is one batched GEMM per layer (bias fused
+into ``baddbmm``) and one fused attention call, and one agent is slice ``i`` of the same tensors
+(:class:`fleetmarl.learner.agent.AgentView`). Parameter names follow the per-agent modules that
+``agent_i.pth`` has always held (``encoder.input.weight``, ``context.0.weight``, ``q.4.bias``...), so a
+slice's state_dict is exactly an agent's file.
 
-Why these shapes of network:
+Shapes: every input and output is agent-major, ``(A, B, ...)``. A = agents, B = batch, N = points,
+F = point features, E = EMBED_DIM, H = HIDDEN_DIM, S = state, O = other-agent features, K = actions
+(D for continuous actions).
+
+Why these networks:
 
 - **Point encoder** (:class:`PointEncoder`): a pre-LayerNorm Transformer over the set of point rows,
-  no positional encoding, pooled by mean and max over points. Without positions, attention is
-  permutation-*equivariant* (row j of the output belongs to point j whatever the order) and the pooled
-  vector is permutation-*invariant*. It is written with plain ``Linear`` and ``matmul``/``softmax``
-  (not ``nn.MultiheadAttention``) so its stacked twin in :mod:`fleetmarl.learner.stacked_networks` can name
-  every weight and evaluate all agents in one batched call. Empty slots are *not* masked
-  by default: the environment's status columns say what a slot is, and the network learns to ignore
-  empty ones. An explicit padding ``mask`` is supported for callers that have one.
-- **Actor** (:class:`Actor`): the action "go to point j" must know *which* point j is, which a pooled
-  set embedding cannot say. So the logit of point j is a score of point j's own token against the
-  agent's context (a pointer head), and only the two extra actions (stay/charge, return) come from
-  the context alone. Permuting the points permutes their logits the same way.
-- **Critic** (:class:`CentralCritic`): agent i's critic sees agent i's point rows (through its own,
-  cheaper per-point MLP encoder, DeepSets style), every agent's state vector and every agent's action.
-  Each agent's discrete action enters as the *embedding of the point it chose* (one-hot action @
-  point tokens, plus a learned embedding for stay / return), so Q is differentiable with respect to
-  the (straight-through Gumbel) action and knows what the chosen point is. A Transformer in the critic
-  too would nearly double the update cost for little gain: the critic's job here is value regression on
-  features the environment already makes informative.
-- **Continuous actions** (for benchmarks such as PettingZoo MPE): the actor's context feeds a
-  ``tanh`` head of ``action_dim`` outputs and the critic reads the raw action vectors.
+  no positional encoding, pooled by mean and max. Without positions, attention is permutation-
+  *equivariant* (row j of the output belongs to point j whatever the order) and the pooled vector is
+  permutation-*invariant*. Empty slots are not masked by default: the status columns say what a slot
+  is. An explicit padding ``mask`` is supported for callers that have one.
+- **Actor** (:class:`Actor`): "go to point j" must know *which* point j is, which a pooled set vector
+  cannot say. So the logit of point j scores point j's own token against the agent's context (a
+  pointer head), and only stay / return come from the context alone.
+- **Critic** (:class:`CentralCritic`): agent i's critic reads agent i's point rows (a per-point MLP,
+  DeepSets style: a Transformer here would nearly double the update's cost for little gain), every
+  agent's state and every agent's action. A discrete action enters as the *embedding of the point it
+  chose* (one-hot @ point tokens, plus learned embeddings for stay / return), so Q is differentiable in
+  the (straight-through Gumbel) action and knows what the chosen point is.
+- **Continuous actions** (standard benchmarks): a ``tanh`` head on the actor's context; the critic
+  reads the raw action vectors.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +42,49 @@ from fleetmarl.envs.spaces import ObservationDims
 
 FFN_RATIO = 2
 """Feed-forward width of the encoder = FFN_RATIO * EMBED_DIM; 2 rather than the usual 4 because the
-per-point FFN dominates the update's cost (tokens = batch x points x agents) and 2 learns as well here."""
+per-point FFN dominates the update's cost (rows = agents x batch x points) and 2 learns as well here."""
+
+
+class StackedLinear(nn.Module):
+    """``nn.Linear`` for A agents at once: x (A, ..., in) -> (A, ..., out).
+
+    weight (A, out, in), bias (A, out); each agent's slice is initialised as ``nn.Linear`` would be.
+    """
+
+    def __init__(self, agents: int, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(agents, out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(agents, out_features)) if bias else None
+        bound = 1.0 / math.sqrt(in_features) if in_features else 0.0
+        with torch.no_grad():  # kaiming_uniform(a=sqrt 5) of nn.Linear reduces to this bound
+            self.weight.uniform_(-bound, bound)
+            if self.bias is not None:
+                self.bias.uniform_(-bound, bound)
+
+    def forward(self, x: torch.Tensor, *, bias: bool = True) -> torch.Tensor:
+        """``bias=False`` leaves the bias out (a caller that adds it to a smaller tensor instead)."""
+        flat = x.reshape(x.shape[0], -1, x.shape[-1])  # (A, M, in)
+        weight = self.weight.transpose(1, 2)
+        if self.bias is None or not bias:
+            out = torch.bmm(flat, weight)
+        else:
+            out = torch.baddbmm(self.bias.unsqueeze(1), flat, weight)  # bias add fused into the GEMM
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+
+class StackedLayerNorm(nn.Module):
+    """``nn.LayerNorm`` over the last dim for A agents: normalise, then one fused per-agent affine."""
+
+    def __init__(self, agents: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(agents, dim))
+        self.bias = nn.Parameter(torch.zeros(agents, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, dim = x.shape[0], x.shape[-1]
+        normed = F.layer_norm(x, (dim,)).reshape(a, -1, dim)  # (A, M, E)
+        out = torch.addcmul(self.bias.unsqueeze(1), normed, self.weight.unsqueeze(1))
+        return out.view(x.shape)
 
 
 def masked_pool(tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -56,151 +100,201 @@ def masked_pool(tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch
     keep = mask.unsqueeze(-1).to(tokens.dtype)
     count = keep.sum(-2).clamp_min(1.0)
     mean = (tokens * keep).sum(-2) / count
-    # max over real rows only; an all-empty set gives 0 instead of -inf
-    neg = torch.finfo(tokens.dtype).min
+    neg = torch.finfo(tokens.dtype).min  # max over real rows only; an all-empty set gives 0, not -inf
     peak = tokens.masked_fill(~mask.unsqueeze(-1), neg).amax(-2)
     peak = torch.where(mask.any(-1, keepdim=True), peak, torch.zeros_like(peak))
     return torch.cat([mean, peak], dim=-1)
 
 
-class AttentionBlock(nn.Module):
-    """Pre-LayerNorm self-attention + feed-forward block over point tokens (..., N, E) -> (..., N, E)."""
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax attention (..., N, d) with an optional key mask (..., 1, 1, N) (True = attend).
 
-    def __init__(self, dim: int, heads: int, ff_dim: int) -> None:
+    fp32 uses the fused kernel: several times faster than matmul + softmax + matmul on CPU at N ~ 30.
+    bf16 (autocast) writes it out: the fused CPU kernel's bf16 backward is ~9x slower than its fp32 one
+    at these shapes, while two bf16 batched GEMMs around an fp32 softmax are faster than either.
+    """
+    if q.dtype != torch.bfloat16:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    scores = torch.matmul(q, k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.matmul(scores.softmax(-1).to(v.dtype), v)
+
+
+class AttentionBlock(nn.Module):
+    """Pre-LayerNorm self-attention + feed-forward over point tokens: x (A, B, N, E), mask (A, B, N) -> x."""
+
+    def __init__(self, agents: int, dim: int, heads: int, ff_dim: int) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"EMBED_DIM ({dim}) must be divisible by TRANSFORMER_HEADS ({heads})")
         self.heads = heads
-        self.norm_attn = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.norm_ff = nn.LayerNorm(dim)
-        self.ff_in = nn.Linear(dim, ff_dim)
-        self.ff_out = nn.Linear(ff_dim, dim)
+        self.norm_attn = StackedLayerNorm(agents, dim)
+        self.qkv = StackedLinear(agents, dim, 3 * dim)
+        self.proj = StackedLinear(agents, dim, dim)
+        self.norm_ff = StackedLayerNorm(agents, dim)
+        self.ff_in = StackedLinear(agents, dim, ff_dim)
+        self.ff_out = StackedLinear(agents, ff_dim, dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        dim = x.shape[-1]
-        head_dim = dim // self.heads
-        q, k, v = self.qkv(self.norm_attn(x)).unflatten(-1, (3, self.heads, head_dim)).unbind(-3)
-        q, k, v = (t.transpose(-2, -3) for t in (q, k, v))  # (..., heads, N, head_dim)
+        a, b, n, dim = x.shape
+        qkv = self.qkv(self.norm_attn(x))  # (A, B, N, 3E)
+        # agents and batch fold into one dim: a single fused attention call serves every agent
+        q, k, v = qkv.view(a * b, n, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
         attn_mask = None
         if mask is not None:
-            # padded keys get no attention; a fully padded set attends to everything (no NaN; pooled out)
-            keys = mask | ~mask.any(-1, keepdim=True)
-            attn_mask = keys.unsqueeze(-2).unsqueeze(-2)  # (..., 1, 1, N)
-        # the fused kernel is several times faster than matmul + softmax + matmul on CPU at N ~ 30, and
-        # keeps the (..., heads, N, N) score tensor out of memory
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        x = x + self.proj(attended.transpose(-2, -3).flatten(-2))  # (..., N, E)
+            keys = mask | ~mask.any(-1, keepdim=True)  # a fully padded set attends to everything (no NaN)
+            attn_mask = keys.reshape(a * b, 1, 1, n)
+        attended = attention(q, k, v, attn_mask)  # (A*B, heads, N, E/heads)
+        x = x + self.proj(attended.transpose(1, 2).reshape(a, b, n, dim))
         return x + self.ff_out(F.relu(self.ff_in(self.norm_ff(x))))
 
 
 class PointEncoder(nn.Module):
-    """Transformer over a set of points: (..., N_points, F) [+ mask (..., N_points)] -> tokens, pooled.
+    """Transformer over a set of points: (A, B, N, F) [+ mask (A, B, N)] -> tokens (A, B, N, E), pooled (A, B, 2E).
 
-    ``encode`` returns per-point tokens (..., N, E) (permutation-equivariant) and the pooled set vector
-    (..., 2E) (permutation-invariant, mean and max); ``forward`` returns only the pooled vector.
+    Tokens are permutation-equivariant, the pooled vector (mean and max) permutation-invariant.
     """
 
-    def __init__(self, point_dim: int, embed_dim: int, heads: int, layers: int) -> None:
+    def __init__(self, agents: int, point_dim: int, embed_dim: int, heads: int, layers: int) -> None:
         super().__init__()
         self.embed_dim = embed_dim
-        self.input = nn.Linear(point_dim, embed_dim)
-        self.blocks = nn.ModuleList(AttentionBlock(embed_dim, heads, FFN_RATIO * embed_dim) for _ in range(layers))
-        self.norm = nn.LayerNorm(embed_dim)
+        self.input = StackedLinear(agents, point_dim, embed_dim)
+        self.blocks = nn.ModuleList(AttentionBlock(agents, embed_dim, heads, FFN_RATIO * embed_dim)
+                                    for _ in range(layers))
+        self.norm = StackedLayerNorm(agents, embed_dim)
 
     @property
     def pooled_dim(self) -> int:
         return 2 * self.embed_dim
 
-    def encode(self, points: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, points: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.input(points)
         for block in self.blocks:
             x = block(x, mask)
         tokens = self.norm(x)
         return tokens, masked_pool(tokens, mask)
 
-    def forward(self, points: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.encode(points, mask)[1]
+
+INACTIVE_LOGIT = -1e4
+"""Logit of a point slot that holds no active point: never the argmax, even without an action mask
+(the guide's ``agent.act(state, point_features, other_obs)`` passes none), and finite in bf16."""
+
+
+def pack_active(points: torch.Tensor, active_column: int | None) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                                          torch.Tensor | None]:
+    """Keep only the point rows that hold an active point, padded to the batch's largest count.
+
+    points (A, B, N, F) -> packed (A, B, N', F), keep (A, B, N') bool (False = padding), slots (A, B, N')
+    (each packed row's original index). Why: in ``full`` most slots are empty, served or missed (2.5 of
+    30 are active on average under the greedy dispatcher), they can never be chosen, and an encoder over
+    all 30 rows spends most of the update's time on them and dilutes the pooled vector. With
+    ``active_column`` None every row is kept (keep and slots are None).
+    """
+    if active_column is None:
+        return points, None, None
+    active = points[..., active_column] > 0.5  # (A, B, N)
+    width = max(1, int(active.sum(-1).max()))  # one host sync per forward; a set may be empty
+    slots = torch.argsort((~active).to(torch.uint8), dim=-1, stable=True)[..., :width]  # active rows first
+    keep = torch.gather(active, -1, slots)
+    packed = torch.gather(points, -2, slots.unsqueeze(-1).expand(*slots.shape, points.shape[-1]))
+    return packed, keep, slots
+
+
+def unpack_logits(packed: torch.Tensor, keep: torch.Tensor | None, slots: torch.Tensor | None,
+                  num_points: int) -> torch.Tensor:
+    """Packed point logits (A, B, N') back to every slot (A, B, N); inactive slots get INACTIVE_LOGIT."""
+    if slots is None:
+        return packed
+    full = packed.new_full((*packed.shape[:-1], num_points), INACTIVE_LOGIT)
+    return full.scatter(-1, slots, packed.masked_fill(~keep, INACTIVE_LOGIT))
 
 
 class Actor(nn.Module):
-    """Decentralised policy of one agent.
+    """Decentralised policies of A agents.
 
-    Inputs: state (..., S), point_features (..., N, F), other_obs (..., A-1, O).
-    Output: discrete -> logits (..., K) (points first, then stay, return); continuous -> actions in
-    [-1, 1] (..., action_dim).
+    Inputs: state (A, B, S), point_features (A, B, N, F), other_obs (A, B, A-1, O). Output: discrete ->
+    logits (A, B, K) (points first, then stay, return; slots without an active point INACTIVE_LOGIT);
+    continuous -> actions in [-1, 1] (A, B, D). The encoder reads only the active points
+    (:func:`pack_active`) when ``dims.active_column`` names the column that says which they are.
     """
 
-    def __init__(self, dims: ObservationDims, hidden_dim: int, embed_dim: int, heads: int, layers: int,
-                 *, continuous: bool = False) -> None:
+    def __init__(self, agents: int, dims: ObservationDims, hidden_dim: int, embed_dim: int, heads: int,
+                 layers: int, *, continuous: bool = False) -> None:
         super().__init__()
         self.continuous = continuous
         self.num_points = dims.num_points
-        self.encoder = PointEncoder(dims.point, embed_dim, heads, layers)
+        self.active_column = dims.active_column
+        self.encoder = PointEncoder(agents, dims.point, embed_dim, heads, layers)
         context_in = dims.state + dims.other_rows * dims.other + self.encoder.pooled_dim
-        self.context = nn.Sequential(nn.Linear(context_in, hidden_dim), nn.ReLU(),
-                                     nn.Linear(hidden_dim, hidden_dim), nn.ReLU())
+        self.context = nn.Sequential(StackedLinear(agents, context_in, hidden_dim), nn.ReLU(),
+                                     StackedLinear(agents, hidden_dim, hidden_dim), nn.ReLU())
         if continuous:
-            self.action_head = nn.Linear(hidden_dim, dims.num_actions)
+            self.action_head = StackedLinear(agents, hidden_dim, dims.num_actions)
         else:
-            # pointer head: score(point j) = v . relu(W_t token_j + W_c context)
-            self.point_key = nn.Linear(embed_dim, embed_dim)
-            self.point_query = nn.Linear(hidden_dim, embed_dim, bias=False)
-            self.point_score = nn.Linear(embed_dim, 1)
-            self.extra_head = nn.Linear(hidden_dim, dims.num_actions - dims.num_points)
+            # pointer head: score(point j) = v . relu(W_k token_j + W_q context + b_k)
+            self.point_key = StackedLinear(agents, embed_dim, embed_dim)
+            self.point_query = StackedLinear(agents, hidden_dim, embed_dim, bias=False)
+            self.point_score = StackedLinear(agents, embed_dim, 1)
+            self.extra_head = StackedLinear(agents, hidden_dim, dims.num_actions - dims.num_points)
 
-    def forward(self, state: torch.Tensor, point_features: torch.Tensor, other_obs: torch.Tensor,
-                point_mask: torch.Tensor | None = None) -> torch.Tensor:
-        tokens, pooled = self.encoder.encode(point_features, point_mask)
-        context = self.context(torch.cat([state, other_obs.flatten(-2), pooled], dim=-1))  # (..., H)
+    def forward(self, state: torch.Tensor, point_features: torch.Tensor, other_obs: torch.Tensor) -> torch.Tensor:
+        points, keep, slots = pack_active(point_features, self.active_column)
+        tokens, pooled = self.encoder(points, keep)
+        context = self.context(torch.cat([state, other_obs.flatten(-2), pooled], dim=-1))  # (A, B, H)
         if self.continuous:
             return torch.tanh(self.action_head(context))
-        hidden = F.relu(self.point_key(tokens) + self.point_query(context).unsqueeze(-2))  # (..., N, E)
-        point_logits = self.point_score(hidden).squeeze(-1)  # (..., N)
-        return torch.cat([point_logits, self.extra_head(context)], dim=-1)  # (..., K)
+        # point_key's bias joins the (A, B, E) query rather than the (A, B, N, E) keys: one add fewer per row
+        query = self.point_query(context) + self.point_key.bias.unsqueeze(1)
+        hidden = F.relu(self.point_key(tokens, bias=False) + query.unsqueeze(-2))  # (A, B, N, E)
+        point_logits = unpack_logits(self.point_score(hidden).squeeze(-1).float(), keep, slots, self.num_points)
+        return torch.cat([point_logits, self.extra_head(context).float()], dim=-1)  # (A, B, K)
 
 
 class CentralCritic(nn.Module):
-    """Q of one agent from centralised information.
+    """Q of each of A agents from centralised information.
 
-    Inputs: point_features (..., N, F) of *this* agent, states (..., A, S) of all agents, actions of all
-    agents: discrete (..., A, K) one-hot (or straight-through Gumbel) vectors, continuous (..., A, D).
-    Output: Q (...,).
+    ``embed_points`` reads agent i's point rows (A, B, N, F); the forward adds every agent's state
+    (B, A, S) and the joint action: (B, A, K|D) shared by all critics, or (A, B, A, K|D) one per critic
+    (each critic with its own agent's fresh action). Output Q (A, B).
     """
 
-    def __init__(self, dims: ObservationDims, hidden_dim: int, embed_dim: int, *, continuous: bool = False) -> None:
+    def __init__(self, agents: int, dims: ObservationDims, hidden_dim: int, embed_dim: int, *,
+                 continuous: bool = False) -> None:
         super().__init__()
         self.continuous = continuous
         self.num_points = dims.num_points
-        self.encoder = nn.Sequential(nn.Linear(dims.point, embed_dim), nn.ReLU(),
-                                     nn.Linear(embed_dim, embed_dim), nn.ReLU())
+        self.encoder = nn.Sequential(StackedLinear(agents, dims.point, embed_dim), nn.ReLU(),
+                                     StackedLinear(agents, embed_dim, embed_dim), nn.ReLU())
         if continuous:
             action_in = dims.num_agents * dims.num_actions
         else:
             # learned "tokens" for the actions that are not a point (stay/charge, return to base)
-            self.extra_action_embed = nn.Parameter(torch.randn(dims.num_actions - dims.num_points, embed_dim) * 0.1)
+            extra = dims.num_actions - dims.num_points
+            self.extra_action_embed = nn.Parameter(torch.randn(agents, extra, embed_dim) * 0.1)
             action_in = dims.num_agents * embed_dim
         q_in = dims.num_agents * dims.state + 2 * embed_dim + action_in
-        self.q = nn.Sequential(nn.Linear(q_in, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
-                               nn.Linear(hidden_dim, 1))
+        self.q = nn.Sequential(StackedLinear(agents, q_in, hidden_dim), nn.ReLU(),
+                               StackedLinear(agents, hidden_dim, hidden_dim), nn.ReLU(),
+                               StackedLinear(agents, hidden_dim, 1))
 
     def embed_points(self, point_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(..., N, F) -> tokens (..., N, E), pooled (..., 2E). Independent of the actions, so the actor
-        loss can reuse it from the critic loss."""
+        """(A, B, N, F) -> tokens (A, B, N, E), pooled (A, B, 2E). Independent of the actions, so the
+        actor loss reuses it from the critic loss."""
         tokens = self.encoder(point_features)
         return tokens, masked_pool(tokens)
 
-    def q_value(self, tokens: torch.Tensor, pooled: torch.Tensor, states: torch.Tensor,
+    def forward(self, tokens: torch.Tensor, pooled: torch.Tensor, states: torch.Tensor,
                 actions: torch.Tensor) -> torch.Tensor:
+        """Q (A, B) from :meth:`embed_points`' output (split so the actor loss reuses the embedding)."""
+        a, b = pooled.shape[:2]
         if self.continuous:
-            action_part = actions.flatten(-2)
+            action_part = actions.flatten(-2).expand(a, b, -1)
         else:
             n = self.num_points
-            chosen = torch.matmul(actions[..., :n], tokens)  # (..., A, N) @ (..., N, E) -> (..., A, E)
-            chosen = chosen + torch.matmul(actions[..., n:], self.extra_action_embed)
+            # (A?, B, A, N) @ (A, B, N, E) -> (A, B, A, E): the token of the point each agent chose
+            chosen = torch.matmul(actions[..., :n], tokens)
+            chosen = chosen + torch.matmul(actions[..., n:], self.extra_action_embed.unsqueeze(1))
             action_part = chosen.flatten(-2)
-        return self.q(torch.cat([states.flatten(-2), pooled, action_part], dim=-1)).squeeze(-1)
-
-    def forward(self, point_features: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return self.q_value(*self.embed_points(point_features), states, actions)
+        x = torch.cat([states.flatten(-2).expand(a, b, -1), pooled, action_part], dim=-1)
+        return self.q(x).squeeze(-1)

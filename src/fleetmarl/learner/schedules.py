@@ -2,7 +2,7 @@
 
 Why pure functions instead of ``torch.optim.lr_scheduler`` objects: an exact resume then needs nothing
 but the episode counter (already in ``training_state.pth``); there is no scheduler state to save, load
-or get out of step with the optimizer. :meth:`fleetmarl.learner.agents.MADDPG.set_episode` applies
+or get out of step with the optimizer. :meth:`fleetmarl.learner.maddpg.MADDPG.set_episode` applies
 :func:`lr_factor` to every optimizer at the start of each round of episodes.
 """
 

@@ -1,0 +1,225 @@
+"""MADDPG over a team of agents: batched acting and one batched update of every agent.
+
+One update (:meth:`MADDPG.update`), every agent at once on its slice of the stacked networks:
+1. :meth:`MADDPG.critic_loss`: target actions of all agents on ``next_obs`` from the target actors
+   (TD3 smoothing: clipped Gaussian noise on the target *logits*), masked, as one-hot vectors;
+   ``y_i = r_i + GAMMA * (1 - done) * Q'_i(next)``; loss = IS-weighted squared TD error per agent.
+2. :meth:`MADDPG.actor_loss`, when an actor update is due (every ``ACTOR_UPDATE_FREQUENCY`` calls with
+   delayed updates): agent i's action is a straight-through Gumbel-softmax sample of its masked logits,
+   the others keep their replayed actions (as in MADDPG), and the loss is ``-Q_i`` through the critic
+   as it was before this step (critic weights and point tokens detached).
+3. One backward pass for both (their gradients touch disjoint parameters), per-agent gradient-norm
+   clipping, optimizer steps, and Polyak averaging of both targets when the actors moved.
+
+Mixed precision: with ``MIXED_PRECISION`` on, the update's forwards run under bf16 autocast (GEMMs and
+attention in bf16); weights, gradients, optimizer state and losses stay fp32. Acting stays fp32, so the
+trainer, ``fleetmarl eval`` and the guide's ``agent.act`` choose the same actions from the same weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from fleetmarl.config import Config
+from fleetmarl.learner.actions import explore_continuous, select_actions, straight_through_gumbel
+from fleetmarl.learner.agent import AgentTeam, MADDPGAgent
+from fleetmarl.learner.networks import INACTIVE_LOGIT
+from fleetmarl.learner.precision import autocast_dtype
+
+if TYPE_CHECKING:
+    from fleetmarl.learner.buffer import Batch
+
+LOGIT_REGULARISATION = 1e-3
+"""Weight of mean(logits^2) in the actor loss (as in MADDPG's reference code): keeps logits on the
+scale of the exploration noise instead of drifting until the noise no longer matters."""
+OBS_INPUTS = ("state", "point_features", "other_obs")
+"""The actor's inputs, in its argument order."""
+
+
+@dataclass
+class CriticStep:
+    """What the critic loss hands on: per-agent losses (A,), TD errors and values (A, B), and the
+    critic's point embeddings of ``obs``, which the actor loss reuses (detached)."""
+
+    losses: torch.Tensor
+    td: torch.Tensor
+    q: torch.Tensor
+    y: torch.Tensor
+    tokens: torch.Tensor
+    pooled: torch.Tensor
+
+
+class MADDPG:
+    """The learner over a list of agents that share one :class:`AgentTeam`."""
+
+    def __init__(self, agents: list[MADDPGAgent], config: Config) -> None:
+        if not agents:
+            raise ValueError("MADDPG needs at least one agent")
+        team = agents[0].team
+        if any(a.team is not team for a in agents) or len(agents) != team.num_agents:
+            raise ValueError("MADDPG needs every agent of one team, as build_agents returns them")
+        self.agents = list(agents)
+        self.team: AgentTeam = team
+        self.config = config
+        self.dims = team.dims
+        self.device = team.device
+        self.continuous = team.continuous
+        self.updates = 0
+        self.actor_updates = 0
+        self.episode = 0
+        self.amp_dtype = autocast_dtype(config.MIXED_PRECISION, self.device)
+        self._eye = torch.eye(team.num_agents, dtype=torch.bool, device=self.device)
+        self._last_actor_loss = torch.zeros((), device=self.device)
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
+
+    # ------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def act(self, obs: dict[str, torch.Tensor], noise_std: float) -> torch.Tensor:
+        """Actions of all agents in all environments in one batched call.
+
+        obs: state (B, A, S), point_features (B, A, N, F), other_obs (B, A, A-1, O), action_mask (B, A, K)
+        bool. Returns LongTensor (B, A) (continuous: float (B, A, D)). Noise uses torch's global RNG.
+        """
+        out = self.team.actor(*self._agent_major(obs))  # (A, B, K|D); fp32, as agent.act and a deployed policy
+        if self.continuous:
+            return explore_continuous(out, noise_std).transpose(0, 1)
+        mask = obs.get("action_mask")
+        mask = None if mask is None else mask.to(self.device).transpose(0, 1)
+        return select_actions(out, noise_std, mask, fallback=self.dims.num_points).transpose(0, 1)
+
+    def _agent_major(self, obs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """(B, A, ...) observation tensors -> (A, B, ...) float32, agent-major for the stacked networks."""
+        return [obs[k].to(self.device, torch.float32).transpose(0, 1) for k in OBS_INPUTS]
+
+    # ------------------------------------------------------------------ learning
+    def actor_update_due(self) -> bool:
+        c = self.config
+        return not c.ENABLE_DELAYED_POLICY_UPDATES or self.updates % c.ACTOR_UPDATE_FREQUENCY == 0
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One gradient update of every agent (module docstring has the steps).
+
+        Returns scalar tensors ``critic_loss``, ``actor_loss`` (the latest actor update's, also on calls
+        that skip the actor), ``q_mean``, ``td_abs_mean``, ``target_q_mean`` and ``td_errors`` (B,): the
+        |TD error| per transition averaged over agents, for ``buffer.update_priorities``.
+        """
+        team = self.team
+        update_actor = self.actor_update_due()
+        with self._autocast():
+            critic = self.critic_loss(batch)
+            total = critic.losses.sum()  # agents' parameters are disjoint: each gets its own loss's gradient
+            if update_actor:
+                actor_losses = self.actor_loss(batch, critic)
+                total = total + actor_losses.sum()
+        team.critic_optimizer.zero_grad(set_to_none=True)
+        team.actor_optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self._step(team.critic, team.critic_optimizer)
+        if update_actor:
+            self._step(team.actor, team.actor_optimizer)
+            self._polyak()
+            self.actor_updates += 1
+            self._last_actor_loss = actor_losses.detach().mean()
+        self.updates += 1
+        td_abs = critic.td.detach().abs()
+        return {
+            "critic_loss": critic.losses.detach().mean(),
+            "actor_loss": self._last_actor_loss,
+            "q_mean": critic.q.detach().mean(),
+            "target_q_mean": critic.y.mean(),
+            "td_abs_mean": td_abs.mean(),
+            "td_errors": td_abs.mean(0),
+        }
+
+    def critic_loss(self, batch: Batch) -> CriticStep:
+        """IS-weighted squared TD error of every agent's critic against the target networks."""
+        c, team = self.config, self.team
+        with torch.no_grad():
+            next_obs = batch.next_obs
+            target_actions = self._target_actions(next_obs)  # (B, A, K|D)
+            next_points = next_obs["point_features"].to(torch.float32).transpose(0, 1)
+            target = team.critic_target
+            q_next = target(*target.embed_points(next_points),
+                            next_obs["state"].to(torch.float32), target_actions).float()  # (A, B)
+            not_done = 1.0 - batch.dones.to(torch.float32)
+            y = batch.rewards.to(torch.float32).transpose(0, 1) + c.GAMMA * not_done * q_next  # (A, B)
+        points = batch.obs["point_features"].to(torch.float32).transpose(0, 1)  # (A, B, N, F)
+        tokens, pooled = team.critic.embed_points(points)  # (A, B, N, E), (A, B, 2E)
+        q = team.critic(tokens, pooled, batch.obs["state"].to(torch.float32),
+                        self._replay_actions(batch.actions)).float()  # (A, B)
+        td = q - y
+        losses = (batch.weights.to(torch.float32) * td.square()).mean(-1)  # (A,)
+        return CriticStep(losses, td, q, y, tokens, pooled)
+
+    def actor_loss(self, batch: Batch, critic: CriticStep) -> torch.Tensor:
+        """-Q_i of agent i's fresh action with the others' replayed ones, per agent (A,)."""
+        team, obs = self.team, batch.obs
+        out = team.actor(*self._agent_major(obs)).float()  # (A, B, K|D)
+        if self.continuous:
+            own, regulariser = out, out.new_zeros(())
+        else:
+            own = straight_through_gumbel(out, obs["action_mask"].transpose(0, 1))
+            live = out.masked_fill(out <= INACTIVE_LOGIT, 0.0)  # slots without a point are no logit to shrink
+            regulariser = LOGIT_REGULARISATION * live.square().mean(dim=(-1, -2))
+        replayed = self._replay_actions(batch.actions)  # (B, A, K|D)
+        joint = torch.where(self._eye[:, None, :, None], own.unsqueeze(2), replayed.unsqueeze(0))  # (A, B, A, K|D)
+        frozen = {name: p.detach() for name, p in team.critic.named_parameters()}
+        args = (critic.tokens.detach(), critic.pooled.detach(), obs["state"].to(torch.float32), joint)
+        q_policy = torch.func.functional_call(team.critic, frozen, args)  # weights detached: trains no critic
+        return -q_policy.float().mean(-1) + regulariser
+
+    def _target_actions(self, next_obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Target policies' actions on next_obs with TD3 smoothing: (B, A, K) one-hot or (B, A, D)."""
+        c = self.config
+        out = self.team.actor_target(*self._agent_major(next_obs)).float()  # (A, B, K|D)
+        if c.TARGET_POLICY_NOISE_STD > 0:
+            noise = (torch.randn_like(out) * c.TARGET_POLICY_NOISE_STD).clamp(
+                -c.TARGET_POLICY_NOISE_CLIP, c.TARGET_POLICY_NOISE_CLIP)
+            out = out + noise
+        if self.continuous:
+            return out.clamp(-1.0, 1.0).transpose(0, 1)
+        chosen = select_actions(out, 0.0, next_obs["action_mask"].transpose(0, 1), fallback=self.dims.num_points)
+        return F.one_hot(chosen, self.dims.num_actions).to(torch.float32).transpose(0, 1)
+
+    def _replay_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        if self.continuous:
+            return actions.to(torch.float32)
+        return F.one_hot(actions.long(), self.dims.num_actions).to(torch.float32)
+
+    def _step(self, network: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Clip each agent's gradient norm of this network to GRAD_CLIP_NORM, then step its optimizer."""
+        max_norm = self.config.GRAD_CLIP_NORM
+        grads = [p.grad for p in network.parameters() if p.grad is not None]
+        if max_norm > 0 and grads:
+            # per agent: sum of squares over every dim but the agent dim, across all of the network's tensors
+            squares = torch.stack([g.square().flatten(1).sum(1) for g in grads]).sum(0)  # (A,)
+            factor = (max_norm / (squares.sqrt() + 1e-6)).clamp(max=1.0)
+            torch._foreach_mul_(grads, [factor.view(-1, *([1] * (g.dim() - 1))) for g in grads])
+        optimizer.step()
+
+    @torch.no_grad()
+    def _polyak(self) -> None:
+        team, tau = self.team, self.config.TAU
+        targets = [*team.actor_target.parameters(), *team.critic_target.parameters()]
+        sources = [*team.actor.parameters(), *team.critic.parameters()]
+        torch._foreach_lerp_(targets, sources, tau)
+
+    # ------------------------------------------------------------------ schedules and state
+    def set_episode(self, episode: int) -> None:
+        """Learning rates follow ``lr_factor(config, episode)`` (a pure function: resume needs no object)."""
+        self.episode = int(episode)
+        self.team.set_lr_episode(episode)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"updates": self.updates, "actor_updates": self.actor_updates, "episode": self.episode}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.updates = int(state.get("updates", 0))
+        self.actor_updates = int(state.get("actor_updates", 0))
+        self.episode = int(state.get("episode", 0))
