@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from fleetmarl.config import Config
-from fleetmarl.envs.spaces import observation_dims
+from fleetmarl.envs.spaces import OTHER_COLUMNS, observation_dims
 from fleetmarl.errors import CheckpointError
 from fleetmarl.learner.buffer import ReplayBuffer, SumTree
 
@@ -78,17 +79,89 @@ def test_ring_wraps_and_keeps_newest() -> None:
 
 
 def test_bytes_per_transition_counts_every_array() -> None:
-    buffer = make(False)
+    buffer = make(False, CAPACITY=64)
+    fill(buffer, 1)  # random data: the plain layout, still one frame per observation
+    assert buffer.layout == "plain"
     d = buffer.dims
-    obs_bytes = d.num_agents * (4 * d.state + 2 * d.num_points * d.point + 4 * d.other_rows * d.other + d.num_actions)
-    assert buffer.bytes_per_transition() == 2 * obs_bytes + d.num_agents * (2 + 4) + 1
-    assert make(True).bytes_per_transition() == buffer.bytes_per_transition() + 8
+    frame = d.num_agents * (4 * d.state + 2 * d.num_points * d.point + 4 * d.other_rows * d.other + (d.num_actions + 7) // 8)
+    assert buffer.bytes_per_transition() == frame + d.num_agents * (2 + 4) + 1 + 8
+    assert make(True).bytes_per_transition() == make(False).bytes_per_transition() + 8
 
 
-def test_defaults_fit_in_two_gigabytes() -> None:
+def test_defaults_use_at_most_2500_bytes_per_transition() -> None:
     config = Config(CAPACITY=1000)  # same per-transition layout as the default 100000
     buffer = ReplayBuffer(config, observation_dims(config), seed=0)
-    assert buffer.bytes_per_transition() * 100_000 < 2 * 1024**3
+    per_episode_end = buffer.frame_bytes() / config.MAX_NUM_STEPS  # the final frame of each episode
+    assert buffer.bytes_per_transition() + per_episode_end <= 2500
+
+
+def env_transitions(config: Config, steps: int, num_envs: int = 4):
+    from fleetmarl.envs import BatchedSamplingEnv
+    from fleetmarl.envs.policies import random_policy
+
+    env = BatchedSamplingEnv(config, num_envs=num_envs)
+    rng = np.random.default_rng(0)
+    obs = env.reset(seed=0)
+    for _ in range(steps):
+        actions = random_policy(obs, rng)
+        nxt, rewards, terminated, truncated, infos = env.step(actions)
+        dones = terminated | truncated
+        yield obs, actions, rewards, infos["final_obs"] if dones.any() else nxt, dones
+        obs = nxt
+
+
+RELATIVE = [OTHER_COLUMNS.index(name) for name in ("dx", "dy", "distance", "target_dx", "target_dy")]
+ENV = dict(NUM_AGENTS=3, NUM_POINTS=6, INITIAL_POINTS=3, MAX_NUM_STEPS=7, CAPACITY=100, BATCH_SIZE=16)
+
+
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_fleet_layout_returns_the_environments_observations(prioritized: bool) -> None:
+    config = Config(**ENV, ENABLE_PRIORITIZED_REPLAY=prioritized)
+    buffer = ReplayBuffer(config, observation_dims(config), seed=0, chunk_transitions=16)
+    log = []
+    for transition in env_transitions(config, 40):
+        buffer.add(*transition)
+        log.append(transition)
+    assert buffer.layout == "fleet" and len(buffer) == 100
+    assert buffer.final_total == 20  # one final frame per env per episode end (40 steps, episodes of 7)
+    batch = buffer.sample(64)
+    for row, slot in enumerate(batch.indices.tolist()):
+        step, j = divmod(int(buffer._global(np.array([slot]))[0]), 4)
+        obs, actions, rewards, nxt, _ = log[step]
+        for source, got in ((obs, batch.obs), (nxt, batch.next_obs)):
+            assert torch.equal(got["state"][row], torch.from_numpy(source["state"][j]))
+            assert torch.equal(got["action_mask"][row], torch.from_numpy(source["action_mask"][j]))
+            half = source["point_features"][j].astype(np.float16).astype(np.float32)
+            assert torch.equal(got["point_features"][row], torch.from_numpy(half))
+            other = source["other_obs"][j].copy()  # relative columns float16, the others' own state exact
+            other[..., RELATIVE] = other[..., RELATIVE].astype(np.float16)
+            assert torch.equal(got["other_obs"][row], torch.from_numpy(other))
+        assert batch.actions[row].tolist() == actions[j].tolist()
+        assert batch.rewards[row].tolist() == rewards[j].tolist()
+
+
+def test_structure_checks_name_the_broken_column() -> None:
+    config = Config(**ENV)
+    buffer = ReplayBuffer(config, observation_dims(config), seed=0, layout="fleet")
+    obs, actions, rewards, nxt, dones = next(env_transitions(config, 1))
+    obs = {k: v.copy() for k, v in obs.items()}
+    obs["point_features"][0, 1, 0, -1] += 1.0  # a per-point column that now differs between vehicles
+    with pytest.raises(ValueError, match="per-point columns differ"):
+        buffer.add(obs, actions, rewards, nxt, dones)
+
+
+def test_continuous_actions_are_stored_as_floats() -> None:
+    config = Config(**SMALL)
+    buffer = ReplayBuffer(config, observation_dims(config), seed=0, action_dim=2)
+    rng = np.random.default_rng(0)
+    a = buffer.dims.num_agents
+    actions = rng.uniform(-1, 1, (4, a, 2)).astype(np.float32)
+    obs = random_obs(buffer, 4, rng)
+    buffer.add(obs, actions, np.zeros((4, a), np.float32), obs, np.zeros(4, bool))
+    batch = buffer.sample(8)
+    assert batch.actions.dtype == torch.float32 and batch.actions.shape == (8, a, 2)
+    for row, slot in enumerate(batch.indices.tolist()):
+        assert torch.equal(batch.actions[row], torch.from_numpy(actions[slot]))
 
 
 def test_point_features_beyond_float16_are_refused() -> None:
@@ -139,35 +212,124 @@ def test_beta_anneals_to_one() -> None:
     assert betas == pytest.approx([0.7, 0.9, 1.0, 1.0])
 
 
+def roundtrip(state: dict) -> dict:
+    blob = io.BytesIO()
+    torch.save(state, blob)
+    blob.seek(0)
+    return torch.load(blob, weights_only=True)
+
+
+def assert_same_batches(a: ReplayBuffer, b: ReplayBuffer, rounds: int = 3) -> None:
+    for _ in range(rounds):
+        x, y = a.sample(8, "cpu"), b.sample(8, "cpu")
+        assert torch.equal(x.indices, y.indices) and torch.equal(x.weights, y.weights)
+        for key in x.obs:
+            assert torch.equal(x.obs[key], y.obs[key]) and torch.equal(x.next_obs[key], y.next_obs[key])
+        assert torch.equal(x.actions, y.actions) and torch.equal(x.rewards, y.rewards)
+
+
 @pytest.mark.parametrize("prioritized", [False, True])
-def test_state_dict_restores_exactly(prioritized: bool) -> None:
-    original = make(prioritized)
-    fill(original, 15)  # wrapped
+@pytest.mark.parametrize("real", [False, True])
+def test_state_dict_restores_exactly(prioritized: bool, real: bool) -> None:
+    config = Config(**ENV, ENABLE_PRIORITIZED_REPLAY=prioritized) if real else None
+    original = ReplayBuffer(config, observation_dims(config), seed=7, chunk_transitions=16) if real else make(prioritized)
+    if real:
+        for transition in env_transitions(config, 40):  # wrapped: 160 transitions into 100 slots
+            original.add(*transition)
+    else:
+        fill(original, 15)  # wrapped
     original.sample(8, "cpu")
     if prioritized:
         batch = original.sample(8, "cpu")
         original.update_priorities(batch.indices, torch.rand(8))
-    blob = io.BytesIO()
-    torch.save(original.state_dict(), blob)
-    blob.seek(0)
-    state = torch.load(blob, weights_only=True)
-    assert state["obs"]["state"].shape[0] == len(original)
-    restored = make(prioritized)
+    state = roundtrip(original.state_dict())
+    assert sum(c["end"] - c["first"] for c in state["chunks"]) + state["tail"]["end"] - state["tail"]["first"] == len(original)
+    restored = ReplayBuffer(config, observation_dims(config), seed=1) if real else make(prioritized)
     restored.load_state_dict(state)
-    for _ in range(3):
-        a, b = original.sample(8, "cpu"), restored.sample(8, "cpu")
-        assert torch.equal(a.indices, b.indices) and torch.equal(a.weights, b.weights)
-        assert torch.equal(a.obs["point_features"], b.obs["point_features"])
-    fill(original, 1, seed=5)
-    fill(restored, 1, seed=5)
-    assert torch.equal(original.sample(8, "cpu").indices, restored.sample(8, "cpu").indices)
+    assert_same_batches(original, restored)
+    if real:
+        more = list(env_transitions(config, 45))[40:]
+        for transition in more:
+            original.add(*transition)
+            restored.add(*transition)
+    else:
+        fill(original, 1, seed=5)
+        fill(restored, 1, seed=5)
+    assert_same_batches(original, restored)
+
+
+def test_chunks_are_immutable_and_cover_the_live_transitions() -> None:
+    config = Config(**ENV)
+    buffer = ReplayBuffer(config, observation_dims(config), seed=0, chunk_transitions=16)
+    transitions = list(env_transitions(config, 60))
+    for transition in transitions[:30]:  # 120 transitions into 100 slots
+        buffer.add(*transition)
+    first = {(c["first"], c["end"]): c for c in buffer.state_dict()["chunks"]}
+    for transition in transitions[30:32]:
+        buffer.add(*transition)
+    again = {(c["first"], c["end"]): c for c in buffer.state_dict()["chunks"]}
+    for key in set(first) & set(again):  # a chunk once sealed never changes
+        for name in ("actions", "rewards", "next_ref"):
+            assert torch.equal(first[key][name], again[key][name])
+        for name in first[key]["frames"]:
+            assert torch.equal(first[key]["frames"][name], again[key]["frames"][name])
+    assert min(first) == (20, 32)  # the oldest chunk is cut to what is still live (120 - 100)
+
+
+def test_checkpoint_state_survives_the_ring_overwriting_a_pinned_chunk() -> None:
+    config = Config(**ENV)
+    buffer = ReplayBuffer(config, observation_dims(config), seed=0, chunk_transitions=16)
+    transitions = list(env_transitions(config, 60))
+    for transition in transitions[:25]:
+        buffer.add(*transition)
+    expected = roundtrip(buffer.state_dict())
+    snap = buffer.checkpoint_state()
+    for transition in transitions[25:60]:  # 140 more transitions: every pinned chunk is overwritten
+        buffer.add(*transition)
+    chunks = [chunk.load() for chunk in snap["chunks"]]
+    snap.release()
+    assert not buffer._pins
+    restored = ReplayBuffer(config, observation_dims(config), seed=0)
+    restored.load_state_dict({**snap, "chunks": chunks})
+    reference = ReplayBuffer(config, observation_dims(config), seed=0)
+    reference.load_state_dict(expected)
+    assert_same_batches(reference, restored)
 
 
 def test_state_dict_holds_only_the_filled_part() -> None:
     buffer = make(True)
     fill(buffer, 2)
     state = buffer.state_dict()
-    assert state["actions"].shape[0] == 8 and state["priorities"].shape[0] == 8
+    assert state["tail"]["actions"].shape[0] == 8 and state["priorities"].shape[0] == 8
+
+
+def test_version_1_state_from_before_compact_replay_is_converted() -> None:
+    from fleetmarl.checkpoint import load_replay_buffer
+
+    old = load_replay_buffer(OLD_CHECKPOINT)
+    assert "obs" in old  # written by main before this change
+    config = Config(**old_config())
+    buffer = ReplayBuffer(config, observation_dims(config), seed=0)
+    buffer.load_state_dict(old)
+    assert len(buffer) == old["size"] and buffer.layout == "fleet"
+    batch = buffer.sample(32)
+    for row, slot in enumerate(batch.indices.tolist()):
+        for name, got in (("obs", batch.obs), ("next_obs", batch.next_obs)):
+            assert torch.equal(got["state"][row], old[name]["state"][slot])
+            assert torch.equal(got["action_mask"][row], old[name]["action_mask"][slot])
+            assert torch.equal(got["point_features"][row], old[name]["point_features"][slot].float())
+            torch.testing.assert_close(got["other_obs"][row], old[name]["other_obs"][slot], atol=1e-3, rtol=1e-3)
+        assert torch.equal(batch.actions[row], old["actions"][slot].long())
+
+
+OLD_CHECKPOINT = Path(__file__).parent / "data" / "checkpoint_ep4_20261124_233115"
+
+
+def old_config() -> dict:
+    from fleetmarl.checkpoint import load_plain
+
+    saved = load_plain(OLD_CHECKPOINT / "training_state.pth")["config"]
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in Config.__dataclass_fields__}
 
 
 def test_load_rejects_a_different_shape() -> None:

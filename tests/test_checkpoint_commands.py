@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fleetmarl.checkpoint import SCHEMA_VERSION
 from fleetmarl.cli import ckpt as commands
 from fleetmarl.errors import CheckpointError, UserError
 from tests.test_checkpoint_ops import save
@@ -54,7 +55,7 @@ def test_inspect(ckpts: Path, capsys) -> None:
     good = ckpts / "checkpoint_ep200_20250817_020000"
     assert run("inspect", str(good)) == 0
     out = capsys.readouterr().out
-    assert out.startswith("模型检查点信息") and "schema_version: 1" in out and "agent_0.pth" in out
+    assert out.startswith("模型检查点信息") and f"schema_version: {SCHEMA_VERSION}" in out and "agent_0.pth" in out
     assert run("inspect", str(good), "--json") == 0
     data = json.loads(capsys.readouterr().out)
     assert data["manifest"]["episode"] == 200 and data["config_info"].startswith("模型检查点信息")

@@ -138,9 +138,10 @@ def run_inspect(args: argparse.Namespace) -> int:
     info_file = path / CONFIG_INFO_FILE
     info = info_file.read_text(encoding="utf-8", errors="replace") if info_file.is_file() else None
     manifest = read_manifest(path) if _readable(path) else None
+    sharing = shared_files(path, list(manifest["files"]) if manifest else [])
     if args.json:
         print(json.dumps({"path": str(path), "valid": not problems, "problems": problems,
-                          "manifest": manifest, "config_info": info}, indent=2, ensure_ascii=False))
+                          "manifest": manifest, "shared": sharing, "config_info": info}, indent=2, ensure_ascii=False))
         return 0 if not problems else 1
     print(info.rstrip("\n") if info is not None else f"(no {CONFIG_INFO_FILE})")
     print()
@@ -152,11 +153,53 @@ def run_inspect(args: argparse.Namespace) -> int:
             if key != "files":
                 print(f"  {key}: {value}")
         print("  files:")
+        own = shared_bytes = 0
         for name, entry in manifest["files"].items():
-            print(f"    {name}  {format_bytes(entry['bytes'])}  sha256 {entry['sha256'][:16]}…")
+            others = sharing.get(name, [])
+            note = f"  shared with {', '.join(others)}" if others else ""
+            print(f"    {name}  {format_bytes(entry['bytes'])}  sha256 {entry['sha256'][:16]}…{note}")
+            if others:
+                shared_bytes += entry["bytes"]
+            else:
+                own += entry["bytes"]
+        print(f"  disk: {format_bytes(own + shared_bytes)} in all; {format_bytes(shared_bytes)} hard-linked with "
+              f"other checkpoints in {path.parent} (stored once), {format_bytes(own)} its own")
     print()
     print("status: ok" if not problems else "status: INVALID: " + "; ".join(problems))
     return 0 if not problems else 1
+
+
+def shared_files(path: Path, names: list[str]) -> dict[str, list[str]]:
+    """For each file of a checkpoint that is hard-linked elsewhere, the sibling checkpoints holding the
+    same file (same inode), or ``["N other links"]`` when those are outside ``path.parent``."""
+    inodes: dict[tuple[int, int], str] = {}
+    linked = {}
+    for name in names:
+        try:
+            info = (path / name).stat()
+        except OSError:
+            continue
+        if info.st_nlink > 1:
+            inodes[(info.st_dev, info.st_ino)] = name
+            linked[name] = info.st_nlink - 1
+    found: dict[str, list[str]] = {name: [] for name in linked}
+    if inodes:
+        for folder, _ in checkpoint_folders(path.parent):
+            if folder.resolve() == path.resolve():
+                continue
+            for file in folder.iterdir():
+                try:
+                    info = file.stat()
+                except OSError:
+                    continue
+                name = inodes.get((info.st_dev, info.st_ino))
+                if name is not None:
+                    found[name].append(folder.name)
+    for name, count in linked.items():
+        outside = count - len(found[name])
+        if outside > 0:
+            found[name].append(f"{outside} other link{'s' if outside > 1 else ''}")
+    return found
 
 
 def _readable(path: Path) -> bool:
