@@ -13,9 +13,9 @@ into ``training_state.pth``.
 
 from __future__ import annotations
 
-import datetime as _dt
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,8 +38,6 @@ from fleetmarl.learner import MADDPG, build_agents
 from fleetmarl.learner.buffer import ReplayBuffer
 from fleetmarl.learner.schedules import noise_std
 from fleetmarl.logging import TAG_EPISODE_REWARD, RunLogger
-
-RECENT_WINDOW = 100  # episodes averaged for "近期平均奖励" (recent mean reward)
 
 
 @dataclass
@@ -64,8 +62,9 @@ class RunState:
     """checkpoint this line was resumed from, if any"""
 
     def recent_reward(self) -> float:
-        window = self.episode_rewards_log[-RECENT_WINDOW:]
-        return float(np.mean(window)) if window else 0.0
+        """The guide's 近期平均奖励, over the checkpoint package's window (0.0 before the first episode)."""
+        value = ckpt.recent_average_reward(self.episode_rewards_log)
+        return 0.0 if value is None else value
 
 
 @dataclass
@@ -105,14 +104,22 @@ class Trainer:
         self.state = RunState()
         self.checkpoints_dir = Path(config.CHECKPOINTS_DIR)
         self.fresh_env = True
+        self.previous_checkpoint: Path | None = None
+        """the run's newest committed checkpoint: the next save hard-links its replay chunks"""
+        self.lock = ckpt.TrainingLock(self.checkpoints_dir)
 
-        if config.ENABLE_MODEL_CHECKPOINTING or resume is not None:
-            ckpt.cleanup_incomplete(self.checkpoints_dir)
-        if resume is not None:
-            self._resume(resume)
         if config.ENABLE_MODEL_CHECKPOINTING:
             ckpt.ensure_writable(self.checkpoints_dir)
-            self._warn_disk()
+            self.lock.acquire(warn=self.log)  # one trainer per folder; exits 2 naming the holder
+        try:
+            if config.ENABLE_MODEL_CHECKPOINTING or resume is not None:
+                ckpt.cleanup_incomplete(self.checkpoints_dir)
+            if resume is not None:
+                self._resume(resume)
+            self.disk_estimate = self._warn_disk() if config.ENABLE_MODEL_CHECKPOINTING else None
+        except BaseException:
+            self.lock.release()
+            raise
 
         self.writer = ckpt.CheckpointWriter(async_=config.ASYNC_CHECKPOINTING)
         self.log_dir = self._log_dir()
@@ -120,6 +127,9 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         self._saved_episode: int | None = None
         self._stop_requested = False
+        self._in_flight: tuple[int, float] | None = None  # (episode, loop stall in s) of the save being written
+        self._save_stats: dict[Path, dict[str, Any]] = {}
+        self._final_failure: tuple[int, BaseException] | None = None  # the run's last save, if it failed
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> TrainResult:
@@ -144,6 +154,9 @@ class Trainer:
             bar.close()
             self.writer.close()
             self.logger.close()
+            self.lock.release()
+        if self._final_failure is not None:
+            raise self._final_save_error(*self._final_failure)
         if self._stop_requested:
             self.log(f"⏹ 训练已停止 (stopped at episode {s.episode}); resume with: python main.py --resume latest")
         return TrainResult(s, c, self.last_checkpoint, self.log_dir, self._stop_requested, self.agents)
@@ -240,10 +253,8 @@ class Trainer:
             "episode_rewards_log": list(s.episode_rewards_log),
             "config": c.to_dict(),
             "total_episodes_planned": c.NUM_EPISODES,
-            "training_progress": 100.0 * s.episode / c.NUM_EPISODES,
-            "checkpoint_timestamp": _dt.datetime.now().strftime("%Y%m%d_%H%M%S"),
-            "environment_type": c.ENVIRONMENT_TYPE,
-            "random_seed": c.RANDOM_SEED,
+            # training_progress, checkpoint_timestamp, environment_type, random_seed: filled by
+            # ckpt.complete_training_state, the one place that derives them
             "recent_mean_reward": s.recent_reward(),
             "env_steps": s.env_steps,
             "updates": s.updates,
@@ -257,25 +268,39 @@ class Trainer:
         }
 
     def _save_checkpoint(self) -> None:
-        """Snapshot in memory now; write, commit and prune in the background (at most one in flight)."""
+        """Snapshot in memory now; write, commit and prune in the background (at most one in flight).
+
+        The loop pays for the agents' and training state's copies, the replay buffer's small head
+        (its sealed chunks are read by the writer; ``add`` copies one first should the ring reach it)
+        and any wait for the previous save: that time is logged as ``checkpoint/stall_ms``.
+        """
         c, s = self.config, self.state
+        started = time.perf_counter()
         training_state = self.training_state()
         eval_reward = s.eval_log[-1]["reward"] if s.eval_log and s.eval_log[-1]["episode"] == s.episode else None
         snapshot = ckpt.snapshot({
             "agents": [a.checkpoint_state() for a in self.agents],
             "training_state": training_state,
-            "replay_buffer": self.buffer.state_dict() if c.SAVE_REPLAY_BUFFER else None,
         })
+        replay = self.buffer.checkpoint_state() if c.SAVE_REPLAY_BUFFER else None
         episode = s.episode
 
         def job() -> Path:
-            path = ckpt.save_model_checkpoint(
-                snapshot["agents"], snapshot["training_state"], self.checkpoints_dir,
-                replay_buffer_state=snapshot["replay_buffer"], run_id=s.run_id, parent=s.parent,
-                recent_reward=training_state["recent_mean_reward"], eval_reward=eval_reward,
-            )
-            self.log(f"💾 模型检查点已保存: {path}")
-            self.log(f"   包含: {len(snapshot['agents'])}个智能体 + 训练状态 + 配置信息")
+            stats: dict[str, Any] = {}
+            try:
+                path = ckpt.save_model_checkpoint(
+                    snapshot["agents"], snapshot["training_state"], self.checkpoints_dir,
+                    replay_buffer_state=replay, run_id=s.run_id, parent=s.parent,
+                    recent_reward=training_state["recent_mean_reward"], eval_reward=eval_reward,
+                    previous=self.previous_checkpoint, stats=stats,
+                )
+            finally:
+                if replay is not None:
+                    replay.release()
+            self.previous_checkpoint = path
+            self._save_stats[path] = stats
+            for line in ckpt.saved_message(path, len(snapshot["agents"])):
+                self.log(line)
             if c.KEEP_LAST_CHECKPOINTS or c.KEEP_BEST_CHECKPOINTS:
                 removed = ckpt.prune_checkpoints(self.checkpoints_dir, keep_last=c.KEEP_LAST_CHECKPOINTS,
                                                  keep_best=c.KEEP_BEST_CHECKPOINTS, run_id=s.run_id,
@@ -284,27 +309,56 @@ class Trainer:
                     self.log(f"🗑 pruned old checkpoint {old}")
             return path
 
-        self._surface_writer_error(self.writer.submit(job))
+        previous, self._in_flight = self._in_flight, None
+        outcome = self.writer.submit(job)
+        stall = time.perf_counter() - started
+        if self.writer.async_:
+            if previous is not None:
+                self._settle(previous, outcome, final=False)
+            self._in_flight = (episode, stall)
+        else:
+            self._settle((episode, stall), outcome, final=s.episode >= c.NUM_EPISODES or self._stop_requested)
         self._saved_episode = episode
 
     def _drain_writer(self) -> None:
-        self._surface_writer_error(self.writer.wait())
+        previous, self._in_flight = self._in_flight, None
+        outcome = self.writer.wait()
+        if previous is not None:
+            self._settle(previous, outcome, final=True)
 
-    def _surface_writer_error(self, outcome: Any) -> None:
-        """A failed save must not kill days of training: report it, keep going, retry next interval."""
-        if isinstance(outcome, BaseException):
-            self.log(f"fleetmarl: checkpoint save failed: {outcome}; earlier checkpoints are intact, "
-                     "training continues and retries at the next interval")
-        elif isinstance(outcome, Path):
+    def _settle(self, save: tuple[int, float], outcome: Any, *, final: bool) -> None:
+        """Record how the save of episode ``save[0]`` ended. A failed save is one line and training goes
+        on (losing one checkpoint must not lose the run); a failed *last* save makes the run fail."""
+        episode, stall = save
+        if isinstance(outcome, Path):
             self.last_checkpoint = outcome
-            self.logger.checkpoint_saved(outcome, _episode_of(outcome))
+            self.logger.checkpoint_saved(outcome, episode, stall_s=stall, stats=self._save_stats.pop(outcome, {}))
+        elif isinstance(outcome, BaseException):
+            if final:
+                self._final_failure = (episode, outcome)
+            else:
+                due = self.state.episode if self.writer.async_ else self.state.episode + self.config.MODEL_SAVE_INTERVAL
+                self.log(f"fleetmarl: checkpoint save failed: {_strip_prefix(str(outcome))}; training goes on, "
+                         f"the next checkpoint is due at episode {min(due, self.config.NUM_EPISODES)}")
+
+    def _final_save_error(self, episode: int, error: BaseException) -> ckpt.CheckpointSaveError:
+        """The run's last checkpoint was not written: one line with what is lost and what is safe (exit 1)."""
+        newest = self.last_checkpoint or self.previous_checkpoint
+        first_lost = (_episode_of(newest) if newest is not None else 0) + 1
+        where = (f"the newest good checkpoint is {newest} (python main.py --resume latest continues from it)"
+                 if newest is not None else "no checkpoint of this run is on disk")
+        return ckpt.CheckpointSaveError(
+            f"the run's last checkpoint was not written: {_strip_prefix(str(error))}; episodes "
+            f"{first_lost}-{episode} are not on disk; {where}")
 
     def _resume(self, resume: str | Path) -> None:
         c = self.config
-        path, skipped = ckpt.resolve_resume(self.checkpoints_dir, resume)
+        opened, skipped = ckpt.open_resume(self.checkpoints_dir, resume)
+        assert opened is not None
+        path = opened.path
         for bad, why in skipped:
             self.log(f"⚠ skipping broken checkpoint {bad}: {why}")
-        training_state = ckpt.load_model_checkpoint(self.agents, path, self.device)
+        training_state = ckpt.load_model_checkpoint(self.agents, opened, self.device)
         _check_shapes(training_state.get("config", {}), c, path)
         self._report_config_changes(training_state.get("config", {}))
         s = self.state
@@ -332,10 +386,13 @@ class Trainer:
         self.rng.bit_generator.state = rng["numpy"]
         self.env.set_rng_state(rng["env"])
         self.fresh_env = False
-        buffer_state = ckpt.load_replay_buffer(path) if training_state.get("replay_buffer_saved") else None
+        buffer_state = ckpt.load_replay_buffer(opened) if training_state.get("replay_buffer_saved") else None
+        self.previous_checkpoint = path
         if buffer_state is not None:
+            old_format = "obs" in buffer_state
             self.buffer.load_state_dict(buffer_state)
-            exact = "exact resume"
+            exact = "exact resume" + (" (replay buffer converted from the format before compact replay)"
+                                      if old_format else "")
         else:
             exact = "NOT exact: no replay buffer was saved (SAVE_REPLAY_BUFFER=False), it refills from empty"
         self.log(f"📂 从第{s.episode}轮恢复训练 (resuming from {path}, episode {s.episode}; {exact})")
@@ -354,8 +411,15 @@ class Trainer:
         self.log(f"fleetmarl: training {c.NUM_AGENTS} agents on '{c.ENVIRONMENT_TYPE}' "
                  f"({c.NUM_POINTS} points, seed {c.RANDOM_SEED}) for episodes {self.state.episode}..{c.NUM_EPISODES} "
                  f"on {self.device}; {params:,} parameters per agent; "
-                 f"checkpoints {'every ' + str(c.MODEL_SAVE_INTERVAL) + ' episodes in ' + c.CHECKPOINTS_DIR if c.ENABLE_MODEL_CHECKPOINTING else 'off'}; "
+                 f"checkpoints {self._checkpoint_plan()}; "
                  f"TensorBoard {self.log_dir or 'off'}")
+
+    def _checkpoint_plan(self) -> str:
+        c = self.config
+        if not c.ENABLE_MODEL_CHECKPOINTING:
+            return "off"
+        size = f" (about {ckpt.format_bytes(self.disk_estimate)} on disk for this run)" if self.disk_estimate else ""
+        return f"every {c.MODEL_SAVE_INTERVAL} episodes in {c.CHECKPOINTS_DIR}{size}"
 
     def _log_dir(self) -> Path | None:
         c = self.config
@@ -364,20 +428,25 @@ class Trainer:
         name = c.RUN_NAME or f"maddpg_{c.ENVIRONMENT_TYPE}_seed{c.RANDOM_SEED}_{self.state.run_id}"
         return Path(c.LOG_DIR) / name
 
-    def _warn_disk(self) -> None:
+    def _warn_disk(self) -> int:
+        """Estimate the run's checkpoint disk (replay chunks shared between checkpoints); warn if it will
+        not fit. Returns the estimate, which the start line shows."""
         c = self.config
         agent_bytes = sum(t.numel() * t.element_size() for t in self.agents[0].state_dict().values())
         per_agent = agent_bytes * 4  # weights, targets, two Adam moments
-        transitions = min(c.CAPACITY, c.NUM_EPISODES * c.MAX_NUM_STEPS)
-        buffer_bytes = self.buffer.bytes_per_transition() * transitions if c.SAVE_REPLAY_BUFFER else 0
-        remaining = max(0, c.NUM_EPISODES - self.state.episode)
-        saves = remaining // c.MODEL_SAVE_INTERVAL + 1
-        keep = c.KEEP_LAST_CHECKPOINTS + c.KEEP_BEST_CHECKPOINTS
-        if keep:
-            saves = min(saves, keep + 1)
-        warning = ckpt.check_disk_space(self.checkpoints_dir, per_agent * c.NUM_AGENTS + buffer_bytes, saves)
+        buffer = self.buffer
+        head = (buffer.chunk_transitions * buffer.bytes_per_transition() + 8 * c.CAPACITY) if c.SAVE_REPLAY_BUFFER else 0
+        total, saves = ckpt.estimate_run_bytes(
+            fixed_per_checkpoint=per_agent * c.NUM_AGENTS, head_bytes=head,
+            transition_bytes=(buffer.bytes_per_transition() + buffer.frame_bytes() // c.MAX_NUM_STEPS)
+            if c.SAVE_REPLAY_BUFFER else 0,
+            episodes_left=max(0, c.NUM_EPISODES - self.state.episode), save_interval=c.MODEL_SAVE_INTERVAL,
+            steps_per_episode=c.MAX_NUM_STEPS, capacity=c.CAPACITY, buffered_now=len(buffer),
+            keep_last=c.KEEP_LAST_CHECKPOINTS, keep_best=c.KEEP_BEST_CHECKPOINTS)
+        warning = ckpt.check_disk_space(self.checkpoints_dir, total // max(1, saves), saves, total=total)
         if warning:
             self.log(f"⚠ {warning}")
+        return total
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         """First SIGINT/SIGTERM: finish the round, save, exit 0. Second: leave at once (no partial checkpoint,
@@ -404,6 +473,10 @@ class Trainer:
     def _restore_signal_handlers(previous: dict[int, Any]) -> None:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _strip_prefix(message: str) -> str:
+    return message[len("fleetmarl: "):] if message.startswith("fleetmarl: ") else message
 
 
 def _episode_of(path: Path) -> int:
