@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fleetmarl.checkpoint import load_model_checkpoint, load_plain, verify_checkpoint
+from fleetmarl.checkpoint import load_model_checkpoint, open_checkpoint, verify_checkpoint
 from fleetmarl.checkpoint.layout import TRAINING_STATE_FILE, looks_like_checkpoint
 from fleetmarl.config import ENV_KEYS, SHAPE_KEYS, Config, apply_overrides, parse_value, read_config_file
 from fleetmarl.errors import CheckpointError, ConfigError, UserError
@@ -35,7 +35,7 @@ RUNTIME_KEYS = frozenset({"DEVICE", "NUM_THREADS", "LOG_DIR", "RUN_NAME", "RANDO
 def saved_config(checkpoint: str | Path) -> Config:
     """The configuration a checkpoint was trained with, read from ``training_state.pth`` alone."""
     path = _checked_checkpoint(checkpoint)
-    state = load_plain(path / TRAINING_STATE_FILE)
+    state = open_checkpoint(path).load(TRAINING_STATE_FILE)  # hashes this file only, not the replay buffer
     values = state.get("config") if isinstance(state, dict) else None
     if not isinstance(values, Mapping):
         raise CheckpointError(f"{path / TRAINING_STATE_FILE} holds no config; it was not written by fleetmarl train")
@@ -89,7 +89,7 @@ def _checked_checkpoint(checkpoint: str | Path) -> Path:
     if not path.is_dir() or not looks_like_checkpoint(path):
         raise CheckpointError(f"{path} is not a checkpoint folder (checkpoint_ep<episode>_<YYYYmmdd_HHMMSS>); "
                               "list the valid ones with `fleetmarl ckpt list`")
-    problems = verify_checkpoint(path)
+    problems = verify_checkpoint(path, check_hashes=False)  # files and sizes; each file read is hash-checked
     if problems:
         raise CheckpointError(f"checkpoint {path} is not valid: {problems[0]}; run `fleetmarl ckpt verify {path}`")
     return path
