@@ -36,7 +36,7 @@ from fleetmarl.errors import UserError
 
 INSTALL_HINT = "pip install -e '.[ortools]'"
 PENALTY_PER_WEIGHTED_SAMPLE = 50_000  # cost units (deciseconds of driving) a dropped weighted sample costs
-LATENCY_PER_WEIGHTED_SAMPLE = 100     # cost per step a weighted sample waits to reach the base (spreads the work)
+LATENCY_PER_WEIGHTED_SAMPLE = 300     # cost per step a weighted sample waits to reach the base (spreads the work)
 LATE_ONLY_SHARE = 0.2      # penalty share of a point that can still be picked up but no longer delivered on time
 COST_PER_SECOND = 10       # arc costs are travel time in deciseconds: fast vehicles are cheaper per metre
 ENERGY_SCALE = 1000        # energy units -> integer milli-units
@@ -261,7 +261,7 @@ class RoutingSolver:
         self.time_limit_ms = time_limit_ms
         params = self.pywrapcp.DefaultRoutingSearchParameters()
         params.first_solution_strategy = enums.FirstSolutionStrategy.PARALLEL_CHEAPEST_INSERTION
-        params.local_search_metaheuristic = enums.LocalSearchMetaheuristic.GUIDED_LOCAL_SEARCH
+        params.local_search_metaheuristic = enums.LocalSearchMetaheuristic.GREEDY_DESCENT
         params.solution_limit = solution_limit
         params.time_limit.FromMilliseconds(time_limit_ms)
         self.params = params
@@ -344,9 +344,10 @@ class RoutingSolver:
             routing.AddDisjunction([pick], int(value))
             routing.AddDisjunction([drop], 0)
             time_dim.CumulVar(pick).SetMax(max(min(p.deadline_step, end), 0))
-            if on_time:
+            if on_time:  # a late delivery earns next to nothing, so only on-time ones are worth hurrying
                 time_dim.CumulVar(drop).SetMax(min(p.deadline_step, end))
-            time_dim.SetCumulVarSoftUpperBound(drop, scene.now, int(LATENCY_PER_WEIGHTED_SAMPLE * p.weight * p.samples))
+                latency = int(LATENCY_PER_WEIGHTED_SAMPLE * p.weight * p.samples)
+                time_dim.SetCumulVarSoftUpperBound(drop, scene.now, latency)
 
     def _on_time_possible(self, scene: Scene, p: Point) -> bool:
         """Some vehicle could drive straight there and home by the deadline (and before the shift ends)."""
