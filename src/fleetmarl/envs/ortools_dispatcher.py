@@ -415,6 +415,7 @@ class RowMemory:
 
     point_keys: frozenset = frozenset()
     idle: np.ndarray | None = None
+    dispatched: np.ndarray | None = None  # sent somewhere last step (a short trip ends idle again, unseen busy)
     plan: list[list[Token]] | None = None
     last_step: int = -1
 
@@ -452,16 +453,20 @@ class OrToolsDispatcher:
         if is_epoch(memory, keys, idle):
             memory.plan = self.solver.solve(scene, memory.plan)
             self.decisions += 1
+        actions = np.array([first_action(s, plan, P) if s.idle else P
+                            for s, plan in zip(scene.starts, memory.plan, strict=True)], dtype=np.int64)
+        at_base = np.array([s.at_base for s in scene.starts])
         memory.point_keys, memory.idle, memory.last_step = keys, idle, scene.now
-        return np.array([first_action(s, plan, P) if s.idle else P
-                         for s, plan in zip(scene.starts, memory.plan, strict=True)], dtype=np.int64)
+        memory.dispatched = idle & ((actions < P) | ((actions == P + 1) & ~at_base))
+        return actions
 
 
 def is_epoch(memory: RowMemory, keys: frozenset, idle: np.ndarray) -> bool:
-    """Re-plan when a point appeared since the last plan or a vehicle has just become idle."""
-    if memory.plan is None or memory.idle is None:
+    """Re-plan when a point appeared since the last plan or a vehicle has just become idle (including one
+    sent off last step that is already back to idle: a one-step trip)."""
+    if memory.plan is None or memory.idle is None or memory.dispatched is None:
         return True
-    return bool(keys - memory.point_keys) or bool((idle & ~memory.idle).any())
+    return bool(keys - memory.point_keys) or bool((idle & (~memory.idle | memory.dispatched)).any())
 
 
 def first_action(start: Start, tokens: list[Token], P: int) -> int:
