@@ -3,7 +3,8 @@
 Every UPPERCASE name here is a config key. Override one for a single run without editing this file:
     python main.py --set NUM_EPISODES=400 --set ENVIRONMENT_TYPE=simplified
 Other files work too: `--config my.py` (same format) or `--config my.toml` (same keys).
-Defaults match fleetmarl.Config; `fleetmarl train --help-config` explains each key.
+Written by `fleetmarl init-config` from fleetmarl.Config (the defaults and their meaning live there);
+a file that sets only some keys works too: the others keep their defaults.
 """
 
 
@@ -67,6 +68,11 @@ PER_EPSILON = 1e-06  # added to |TD error| so no transition has zero priority
 NOISE_STD_START = 1.0  # exploration noise std on actor logits at episode 0
 NOISE_STD_END = 0.05  # floor of the exploration noise
 NOISE_DECAY = 0.9991  # multiplier of the noise std per episode
+COORDINATED_CHOICES = True  # vehicles choose in index order and are not offered a point another vehicle heads to or chose this step
+WARMUP_POLICY = 'greedy'  # who acts until WARMUP_TRANSITIONS are stored: 'greedy' (the reference dispatcher) or 'random'
+TEACHER_POLICY = 'greedy'  # reference policy whose choice on each replayed state the actor imitates where the critic rates it higher than the actor's (Q-filtered behaviour cloning); 'none' turns it off
+BC_WEIGHT = 1.0  # weight of the Q-filtered imitation term in the actor loss at episode 0
+BC_EPISODES = 1000  # the imitation weight falls linearly to 0 at this episode
 
 # Training run (训练设置)
 NUM_EPISODES = 3000  # total episodes to train (a resumed run continues up to this)
@@ -74,7 +80,7 @@ NUM_ENVS = 8  # environments stepped together; episodes run in synchronous round
 RANDOM_SEED = 123  # seed for environments, networks and sampling
 DEVICE = 'auto'  # 'auto' (cuda if available), 'cpu' or 'cuda'
 NUM_THREADS = 0  # torch CPU threads; 0 = torch's default
-MIXED_PRECISION = "auto"  # 'auto' (bf16 autocast where the CPU/GPU multiplies bf16 natively), 'bf16' or 'fp32'
+MIXED_PRECISION = 'auto'  # 'auto' (bf16 autocast where the CPU/GPU multiplies bf16 natively), 'bf16' or 'fp32'
 
 # Model Checkpointing Settings (模型检查点设置)
 ENABLE_MODEL_CHECKPOINTING = True  # save checkpoints during training

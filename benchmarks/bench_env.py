@@ -22,7 +22,8 @@ import numpy as np
 
 from fleetmarl.config import Config
 from fleetmarl.envs import BatchedSamplingEnv, SamplingEnv
-from fleetmarl.envs.policies import compare_reference, random_policy
+from fleetmarl.envs.policies import random_policy
+from fleetmarl.eval.evaluation import evaluate_reference
 
 BATCH_SIZES = (1, 16, 64, 256)
 REQUIRED_SPEEDUP_AT_64 = 20.0
@@ -76,7 +77,7 @@ def run(env_steps: int, episodes: int, seed: int, rounds: int) -> dict[str, Any]
         "batched_env_steps_per_s": {str(b): rate for b, rate in batched.items()},
         "speedup_vs_single": {str(b): rate / single for b, rate in batched.items()},
         "required_speedup_at_64": REQUIRED_SPEEDUP_AT_64,
-        "reference_policies": compare_reference(config, episodes, seed),
+        "reference_policies": {name: evaluate_reference(config, name, episodes, seed) for name in ("greedy", "random")},
         "reference_episodes": episodes,
         "reference_seed": seed,
         "numpy": np.__version__,

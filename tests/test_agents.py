@@ -102,7 +102,7 @@ def test_all_masked_row_falls_back_to_stay() -> None:
 
 
 def test_batched_act_follows_every_update_and_load() -> None:
-    config = tiny(ENABLE_DELAYED_POLICY_UPDATES=False, LR_ACTOR=0.05)
+    config = tiny(ENABLE_DELAYED_POLICY_UPDATES=False, LR_ACTOR=0.05, COORDINATED_CHOICES=False)
     agents, algo, buffer = setup(config)
     obs = random_obs(config, 64, torch.Generator().manual_seed(2))
     obs["action_mask"][:] = True  # every action allowed, so a weight change shows in the argmax

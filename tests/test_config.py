@@ -21,8 +21,25 @@ def test_defaults_are_the_guides() -> None:
     assert c.ENABLE_MODEL_CHECKPOINTING is True
 
 
-def test_root_config_py_matches_the_dataclass_defaults() -> None:
+def test_root_config_py_is_what_init_config_writes() -> None:
+    """One source of defaults: the repository's config.py is generated from Config, never hand-kept."""
+    from fleetmarl.config_file import render_config_file
+
+    assert (ROOT / "config.py").read_text(encoding="utf-8") == render_config_file(), \
+        "config.py is out of date: run `fleetmarl init-config --force`"
     assert load_config(ROOT / "config.py") == DEFAULT
+
+
+def test_init_config_writes_a_loadable_file_and_refuses_to_overwrite(tmp_path) -> None:
+    from fleetmarl.cli import main
+    from fleetmarl.cli.train import describe_config
+
+    target = tmp_path / "config.py"
+    assert main(["init-config", str(target)]) == 0
+    assert load_config(target) == DEFAULT
+    assert target.read_text(encoding="utf-8") == describe_config()  # --help-config shows the same text
+    assert main(["init-config", str(target)]) == 2  # exists: one-line error, file untouched
+    assert main(["init-config", str(target), "--force"]) == 0
 
 
 def test_default_fleet_is_three_fast_two_slow() -> None:

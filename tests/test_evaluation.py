@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from fleetmarl.config import Config
+from fleetmarl.envs.policies import reference_policy
 from fleetmarl.errors import CheckpointError, UserError
 from fleetmarl.eval.evaluation import (
     EntryResult,
     ordered_metrics,
     paired_differences,
     policy_entry,
-    reference_batch_policy,
     run_episodes,
 )
 from fleetmarl.eval.policy import checkpoint_run_config
@@ -39,8 +39,8 @@ def trained(tmp_path_factory) -> Path:
 # ---------------------------------------------------------------------- seeded, paired
 @pytest.mark.parametrize("name", ["greedy", "random"])
 def test_same_seed_gives_the_same_episodes(tiny: Config, name: str) -> None:
-    a = run_episodes(tiny, reference_batch_policy(name, 3), episodes=4, seed=3)
-    b = run_episodes(tiny, reference_batch_policy(name, 3), episodes=4, seed=3)
+    a = run_episodes(tiny, reference_policy(name, 3), episodes=4, seed=3)
+    b = run_episodes(tiny, reference_policy(name, 3), episodes=4, seed=3)
     assert a.keys() == b.keys()
     for key in a:
         assert np.array_equal(a[key], b[key]), key
@@ -51,8 +51,8 @@ def test_episodes_beyond_one_batch_are_seeded_per_chunk(tiny: Config, monkeypatc
     import fleetmarl.eval.evaluation as evaluation
 
     monkeypatch.setattr(evaluation, "MAX_EVAL_BATCH", 2)
-    chunked = run_episodes(tiny, reference_batch_policy("greedy", 0), episodes=5, seed=11)
-    again = run_episodes(tiny, reference_batch_policy("greedy", 0), episodes=5, seed=11)
+    chunked = run_episodes(tiny, reference_policy("greedy", 0), episodes=5, seed=11)
+    again = run_episodes(tiny, reference_policy("greedy", 0), episodes=5, seed=11)
     assert len(chunked["reward"]) == 5 and len(chunked["on_time_rate"]) == 5
     assert np.array_equal(chunked["reward"], again["reward"])
     assert len(set(chunked["reward"].tolist())) > 1  # chunks get different seeds, not copies of one

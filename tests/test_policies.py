@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from fleetmarl.config import Config
 from fleetmarl.envs import BatchedSamplingEnv
-from fleetmarl.envs.policies import evaluate_reference, greedy_policy, random_policy, reference_policy
+from fleetmarl.envs.policies import greedy_policy, random_policy, reference_policy
+from fleetmarl.eval.evaluation import evaluate_reference
 
 CONFIG = Config(NUM_AGENTS=3, NUM_POINTS=10, INITIAL_POINTS=5, MAX_NUM_STEPS=60, MAP_SIZE=3000.0)
 

@@ -33,11 +33,13 @@ ENVIRONMENT_TYPES = ("full", "simplified")
 LR_DECAY_TYPES = ("exponential", "step", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
+WARMUP_POLICIES = ("greedy", "random")
+TEACHER_POLICIES = ("greedy", "none")
 
 
 @dataclass(frozen=True, kw_only=True)
 class Config:
-    # ------------------------------------------------------------------ environment (design §2)
+    # ------------------------------------------------------------------ Environment (环境设置)
     ENVIRONMENT_TYPE: str = "full"
     """'full' (points keep arriving, energy and charging) or 'simplified' (all points at reset, no energy limit)"""
     NUM_AGENTS: int = 5
@@ -89,7 +91,7 @@ class Config:
     TEAM_REWARD_WEIGHT: float = 0.5
     """share of the team's total reward added to each agent's own reward"""
 
-    # ------------------------------------------------------------------ learner (design §3)
+    # ------------------------------------------------------------------ Learner: MADDPG + Transformer (算法设置)
     GAMMA: float = 0.95
     """discount factor"""
     TAU: float = 0.01
@@ -154,8 +156,19 @@ class Config:
     """floor of the exploration noise"""
     NOISE_DECAY: float = 0.9991
     """multiplier of the noise std per episode"""
+    COORDINATED_CHOICES: bool = True
+    """vehicles choose in index order and are not offered a point another vehicle heads to or chose this step"""
+    WARMUP_POLICY: str = "greedy"
+    """who acts until WARMUP_TRANSITIONS are stored: 'greedy' (the reference dispatcher) or 'random'"""
+    TEACHER_POLICY: str = "greedy"
+    """reference policy whose choice on each replayed state the actor imitates where the critic rates it higher
+    than the actor's (Q-filtered behaviour cloning); 'none' turns it off"""
+    BC_WEIGHT: float = 1.0
+    """weight of the Q-filtered imitation term in the actor loss at episode 0"""
+    BC_EPISODES: int = 1000
+    """the imitation weight falls linearly to 0 at this episode"""
 
-    # ------------------------------------------------------------------ training run
+    # ------------------------------------------------------------------ Training run (训练设置)
     NUM_EPISODES: int = 3000
     """total episodes to train (a resumed run continues up to this)"""
     NUM_ENVS: int = 8
@@ -169,7 +182,7 @@ class Config:
     MIXED_PRECISION: str = "auto"
     """'auto' (bf16 autocast where the CPU/GPU multiplies bf16 natively), 'bf16' or 'fp32'"""
 
-    # ------------------------------------------------------------------ checkpoints (design §4)
+    # ------------------------------------------------------------------ Model Checkpointing Settings (模型检查点设置)
     ENABLE_MODEL_CHECKPOINTING: bool = True
     """save checkpoints during training"""
     MODEL_SAVE_INTERVAL: int = 200
@@ -185,7 +198,7 @@ class Config:
     ASYNC_CHECKPOINTING: bool = True
     """write checkpoint files in a background thread so training does not stall"""
 
-    # ------------------------------------------------------------------ logging and evaluation (design §6)
+    # ------------------------------------------------------------------ Logging and evaluation (日志与评估)
     LOG_DIR: str = "runs"
     """TensorBoard root; each run writes to LOG_DIR/<RUN_NAME>"""
     RUN_NAME: str = ""
@@ -376,6 +389,10 @@ def _validate(c: Config) -> None:
         fail("LR_DECAY_TYPE", f"must be one of {', '.join(LR_DECAY_TYPES)}, got {c.LR_DECAY_TYPE!r}")
     if c.DEVICE not in DEVICES:
         fail("DEVICE", f"must be one of {', '.join(DEVICES)}, got {c.DEVICE!r}")
+    if c.WARMUP_POLICY not in WARMUP_POLICIES:
+        fail("WARMUP_POLICY", f"must be one of {', '.join(WARMUP_POLICIES)}, got {c.WARMUP_POLICY!r}")
+    if c.TEACHER_POLICY not in TEACHER_POLICIES:
+        fail("TEACHER_POLICY", f"must be one of {', '.join(TEACHER_POLICIES)}, got {c.TEACHER_POLICY!r}")
     if c.MIXED_PRECISION not in PRECISIONS:
         fail("MIXED_PRECISION", f"must be one of {', '.join(PRECISIONS)}, got {c.MIXED_PRECISION!r}")
     for key in ("NUM_AGENTS", "NUM_POINTS", "MAX_NUM_STEPS", "BATCH_SIZE", "CAPACITY", "UPDATE_EVERY",
@@ -388,7 +405,7 @@ def _validate(c: Config) -> None:
         if getattr(c, key) <= 0:
             fail(key, f"must be greater than 0, got {getattr(c, key)}")
     for key in ("WARMUP_TRANSITIONS", "GRAD_CLIP_NORM", "LR_WARMUP_EPISODES", "KEEP_LAST_CHECKPOINTS",
-                "KEEP_BEST_CHECKPOINTS", "EVAL_INTERVAL", "NUM_THREADS", "INITIAL_POINTS", "POINT_ARRIVAL_RATE",
+                "KEEP_BEST_CHECKPOINTS", "EVAL_INTERVAL", "NUM_THREADS", "BC_WEIGHT", "BC_EPISODES", "INITIAL_POINTS", "POINT_ARRIVAL_RATE",
                 "NOISE_STD_START", "NOISE_STD_END", "TARGET_POLICY_NOISE_STD", "TARGET_POLICY_NOISE_CLIP",
                 "PER_ALPHA", "PER_BETA", "PER_BETA_INCREMENT"):
         if getattr(c, key) < 0:

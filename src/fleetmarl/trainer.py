@@ -30,7 +30,7 @@ from fleetmarl import checkpoint as ckpt
 from fleetmarl.config import SHAPE_KEYS, Config
 from fleetmarl.device import resolve_device
 from fleetmarl.envs import BatchedSamplingEnv
-from fleetmarl.envs.policies import random_policy
+from fleetmarl.envs.policies import greedy_policy, random_policy
 from fleetmarl.envs.spaces import observation_dims
 from fleetmarl.errors import CheckpointError, FleetmarlError
 from fleetmarl.eval.evaluation import evaluate_algorithm
@@ -98,7 +98,7 @@ class Trainer:
         torch.manual_seed(config.RANDOM_SEED)
         self.rng = np.random.default_rng(config.RANDOM_SEED)
         self.agents = build_agents(config, self.device)
-        self.algo = MADDPG(self.agents, config)
+        self.algo = MADDPG(self.agents, config, teacher=greedy_policy if config.TEACHER_POLICY == "greedy" else None)
         self.buffer = ReplayBuffer(config, self.dims, seed=config.RANDOM_SEED + 1)
         self.env = BatchedSamplingEnv(config, num_envs=config.NUM_ENVS)
         self.state = RunState()
@@ -174,7 +174,7 @@ class Trainer:
         ready = max(c.WARMUP_TRANSITIONS, c.BATCH_SIZE)
         for _ in range(c.MAX_NUM_STEPS):
             if len(self.buffer) < c.WARMUP_TRANSITIONS:
-                actions = random_policy(obs, self.rng)
+                actions = self._warmup_actions(obs)
             else:
                 actions = self.algo.act(self._to_torch(obs), noise).cpu().numpy()
             next_obs, rewards, terminated, truncated, infos = self.env.step(actions)
@@ -190,6 +190,13 @@ class Trainer:
         if not dones.all():  # fixed-length episodes end together; anything else breaks exact resume
             raise FleetmarlError("environments did not finish their episodes together; this is a bug in the env")
         return round_rewards, infos, losses
+
+    def _warmup_actions(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """Before learning starts: the greedy dispatcher's choices (a replay of useful behaviour to learn
+        from), or uniform random ones with WARMUP_POLICY='random'."""
+        if self.config.WARMUP_POLICY == "greedy":
+            return greedy_policy(obs)
+        return random_policy(obs, self.rng)
 
     def _update(self) -> dict[str, torch.Tensor]:
         batch = self.buffer.sample(self.config.BATCH_SIZE, self.device)

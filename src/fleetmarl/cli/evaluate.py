@@ -18,11 +18,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fleetmarl.cli import add_config_flags, config_from_args
+from fleetmarl.cli.common import add_config_flags, config_from_args
+from fleetmarl.envs.policies import REFERENCE_POLICIES
 from fleetmarl.errors import UserError
 
 DEFAULT_EPISODES = 32
-REFERENCE_CHOICES = ("greedy", "random")
 ENV_SUMMARY_KEYS = ("ENVIRONMENT_TYPE", "NUM_AGENTS", "NUM_POINTS", "MAX_NUM_STEPS", "STEP_SECONDS", "MAP_SIZE")
 
 
@@ -60,7 +60,7 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
         description="Evaluate a trained checkpoint, or a reference policy with --policy, on the same seeded "
                     "episodes; print each domain metric as mean ± std.")
     parser.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT", help="a checkpoint folder")
-    parser.add_argument("--policy", choices=REFERENCE_CHOICES, help="evaluate a reference policy instead")
+    parser.add_argument("--policy", choices=REFERENCE_POLICIES, help="evaluate a reference policy instead")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     _add_run_flags(parser)
     parser.set_defaults(handler=run_eval)
@@ -69,7 +69,7 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
 def _register_compare(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compare", help="evaluate several checkpoints/policies on the same seeds; one table with paired differences",
-        description="Each ENTRY is a checkpoint folder or a reference policy name (greedy, random). All run on "
+        description="Each ENTRY is a checkpoint folder or a reference policy name (" + ", ".join(REFERENCE_POLICIES) + "). All run on "
                     "the same environment (the first checkpoint's, else --config/--set) and the same seeds; "
                     "differences are paired per episode against the first entry.")
     parser.add_argument("entries", nargs="+", metavar="CKPT_OR_POLICY")
@@ -86,7 +86,7 @@ def _register_render(subparsers: argparse._SubParsersAction) -> None:
         "render", help="draw one episode: the map, the points and each vehicle's path (PNG, or GIF animation)",
         description="Run one seeded episode and draw it. -o ending in .gif writes an animation.")
     parser.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT", help="a checkpoint folder")
-    parser.add_argument("--policy", choices=REFERENCE_CHOICES, help="render a reference policy instead")
+    parser.add_argument("--policy", choices=REFERENCE_POLICIES, help="render a reference policy instead")
     parser.add_argument("-o", "--output", required=True, metavar="FILE", help="episode.png or episode.gif")
     parser.add_argument("--fps", type=_positive_int, default=8, help="GIF frames per second (default 8)")
     parser.add_argument("--every", type=_positive_int, default=None, metavar="K",
@@ -125,7 +125,7 @@ def _single_entry(args: argparse.Namespace, command: str):
 
 def _compare_entries(args: argparse.Namespace) -> list:
     """Every entry on one environment: the first checkpoint's (with overrides), else --config/--set."""
-    from fleetmarl.eval.evaluation import REFERENCE_POLICIES, checkpoint_entry, policy_entry
+    from fleetmarl.eval.evaluation import checkpoint_entry, policy_entry
     from fleetmarl.eval.policy import saved_config
 
     def is_policy(spec: str) -> bool:

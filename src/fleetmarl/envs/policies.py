@@ -93,36 +93,3 @@ def reference_policy(name: str, seed: int = 0, config: Config | None = None) -> 
         rng = np.random.default_rng(seed)
         return lambda obs: random_policy(obs, rng)
     raise ValueError(f"unknown reference policy {name!r}; choose one of {', '.join(REFERENCE_POLICIES)}")
-
-
-def evaluate_reference(config: Config, policy_name: str, episodes: int, seed: int) -> dict[str, dict[str, float]]:
-    """Mean and std of reward and every episode metric over ``episodes`` seeded episodes."""
-    from fleetmarl.eval.evaluation import run_episodes, summarize  # torch-heavy; only when evaluating
-
-    policy = reference_policy(policy_name, seed, config)
-    return summarize(run_episodes(config, policy, episodes, seed))
-
-
-def compare_reference(config: Config, episodes: int = 50, seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
-    """Greedy and random on the same seeded episodes: ``{policy: {metric: {"mean", "std"}}}``.
-
-    ``python -m fleetmarl.envs.policies`` prints it for the default config (docs/environment.md).
-    """
-    return {name: evaluate_reference(config, name, episodes, seed) for name in ("greedy", "random")}
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(description="greedy vs random reference policies on seeded episodes")
-    parser.add_argument("--episodes", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--env", choices=("full", "simplified"), default="full")
-    args = parser.parse_args(argv)
-    result = compare_reference(Config(ENVIRONMENT_TYPE=args.env), args.episodes, args.seed)
-    print(json.dumps(result, indent=2))
-
-
-if __name__ == "__main__":
-    main()

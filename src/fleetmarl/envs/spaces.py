@@ -84,6 +84,8 @@ class ObservationDims:
     num_actions: int
     active_column: int | None = None
     """point-feature column that is 1 for a point an agent can still serve (None: every row counts)"""
+    heading_column: int | None = None
+    """point-feature column > 0 when some vehicle already heads to the point (None: not known)"""
 
 
 def stay_action(num_points: int) -> int:
@@ -104,6 +106,7 @@ def observation_dims(config: Config) -> ObservationDims:
         other_rows=config.NUM_AGENTS - 1,
         num_actions=config.NUM_POINTS + 2,
         active_column=POINT["active"],
+        heading_column=POINT["heading"],
     )
 
 

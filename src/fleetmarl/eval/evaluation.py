@@ -19,13 +19,13 @@ import torch
 
 from fleetmarl.config import Config
 from fleetmarl.envs import BatchedSamplingEnv
+from fleetmarl.envs.policies import REFERENCE_POLICIES, reference_policy
 from fleetmarl.errors import UserError
 from fleetmarl.eval.policy import load_policy  # noqa: F401  (public: fleetmarl.load_policy)
 
 BatchPolicy = Callable[[dict[str, np.ndarray]], np.ndarray]
 MAX_EVAL_BATCH = 64  # episodes stepped together; chunk i is seeded with seed + i
 EVAL_SEED_OFFSET = 10_000  # the trainer evaluates on RANDOM_SEED + this; eval defaults to the same instances
-REFERENCE_POLICIES = ("greedy", "random")
 
 # Domain metrics first, in the order users read them (design §2); the environment's other counters follow.
 METRIC_ORDER = ("on_time_rate", "service_rate_weighted", "missed_points", "energy_used", "distance_km", "reward",
@@ -100,16 +100,9 @@ def metric_label(name: str) -> str:
 
 
 # ---------------------------------------------------------------------- reference policies
-def reference_batch_policy(name: str, seed: int) -> BatchPolicy:
-    """A reference policy as a batch policy; ``random`` draws from its own generator seeded by ``seed``."""
-    from fleetmarl.envs.policies import greedy_policy, random_policy
-
-    if name == "greedy":
-        return lambda obs: np.asarray(greedy_policy(obs))
-    if name == "random":
-        rng = np.random.default_rng(seed)
-        return lambda obs: np.asarray(random_policy(obs, rng))
-    raise UserError(f"unknown reference policy {name!r}; choose one of {', '.join(REFERENCE_POLICIES)}")
+def evaluate_reference(config: Config, policy_name: str, episodes: int, seed: int) -> dict[str, dict[str, float]]:
+    """Mean and std of reward and every episode metric of a reference policy over seeded episodes."""
+    return summarize(run_episodes(config, reference_policy(policy_name, seed, config), episodes, seed))
 
 
 # ---------------------------------------------------------------------- evaluation entries
@@ -142,7 +135,8 @@ class EntryResult:
 def policy_entry(name: str, config: Config) -> Entry:
     if name not in REFERENCE_POLICIES:
         raise UserError(f"unknown reference policy {name!r}; choose one of {', '.join(REFERENCE_POLICIES)}")
-    return Entry(name=name, kind="policy", config=config, make_policy=lambda seed: reference_batch_policy(name, seed))
+    return Entry(name=name, kind="policy", config=config,
+                 make_policy=lambda seed: reference_policy(name, seed, config))  # fresh state per evaluation
 
 
 def checkpoint_entry(path: str | Path, *, overrides: Sequence[str] = (), config_file: str | Path | None = None,

@@ -51,3 +51,36 @@ def explore_continuous(actions: torch.Tensor, noise_std: float) -> torch.Tensor:
     if noise_std <= 0:
         return actions
     return (actions + torch.randn_like(actions) * noise_std).clamp(-1.0, 1.0)
+
+
+# ---------------------------------------------------------------------- coordinated choices
+def claimed_before(actions: torch.Tensor, num_points: int) -> torch.Tensor:
+    """Points chosen by the agents before each one: actions (B, A) -> (B, A, N) bool.
+
+    Row i says which points agents 0..i-1 chose; rebuilt from replayed actions at update time, it is the
+    same set the acting agents saw when they chose in index order.
+    """
+    chosen = F.one_hot(actions.long().clamp(0, num_points), num_points + 1)[..., :num_points]  # (B, A, N)
+    return (chosen.cumsum(1) - chosen) > 0
+
+
+def select_in_order(logits: torch.Tensor, noise_std: float, action_mask: torch.Tensor, taken: torch.Tensor,
+                    num_points: int) -> torch.Tensor:
+    """Agents choose one after another; a point already taken, or chosen by an earlier agent, is not offered.
+
+    logits (B, A, K), action_mask (B, A, K) bool, taken (B, N) bool (points some vehicle already heads
+    to). This is how the greedy dispatcher avoids sending two vehicles to one point; the networks run
+    once for all agents, only the masked argmax is sequential. Returns LongTensor (B, A).
+    """
+    if noise_std > 0:
+        logits = logits + torch.randn_like(logits) * noise_std
+    taken = taken.clone()
+    chosen = []
+    for agent in range(logits.shape[1]):
+        mask = action_mask[:, agent].clone()
+        mask[:, :num_points] &= ~taken
+        action = select_actions(logits[:, agent], 0.0, mask, fallback=num_points)
+        to_point = action < num_points
+        taken[to_point, action[to_point]] = True
+        chosen.append(action)
+    return torch.stack(chosen, dim=1)

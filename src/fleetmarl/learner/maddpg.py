@@ -18,17 +18,29 @@ trainer, ``fleetmarl eval`` and the guide's ``agent.act`` choose the same action
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fleetmarl.config import Config
-from fleetmarl.learner.actions import explore_continuous, select_actions, straight_through_gumbel
+from fleetmarl.learner.actions import (
+    claimed_before,
+    explore_continuous,
+    select_actions,
+    select_in_order,
+    straight_through_gumbel,
+)
 from fleetmarl.learner.agent import AgentTeam, MADDPGAgent
 from fleetmarl.learner.networks import INACTIVE_LOGIT
 from fleetmarl.learner.precision import autocast_dtype
+from fleetmarl.learner.schedules import bc_weight
+
+Teacher = Callable[[dict[str, np.ndarray]], np.ndarray]
+"""A reference policy: batched observation dict (B, A, ...) -> actions (B, A), e.g. the greedy dispatcher."""
 
 if TYPE_CHECKING:
     from fleetmarl.learner.buffer import Batch
@@ -56,7 +68,7 @@ class CriticStep:
 class MADDPG:
     """The learner over a list of agents that share one :class:`AgentTeam`."""
 
-    def __init__(self, agents: list[MADDPGAgent], config: Config) -> None:
+    def __init__(self, agents: list[MADDPGAgent], config: Config, teacher: Teacher | None = None) -> None:
         if not agents:
             raise ValueError("MADDPG needs at least one agent")
         team = agents[0].team
@@ -72,6 +84,8 @@ class MADDPG:
         self.actor_updates = 0
         self.episode = 0
         self.amp_dtype = autocast_dtype(config.MIXED_PRECISION, self.device)
+        self.teacher = teacher
+        self.coordinated = bool(config.COORDINATED_CHOICES) and not self.continuous and self.dims.heading_column is not None
         self._eye = torch.eye(team.num_agents, dtype=torch.bool, device=self.device)
         self._last_actor_loss = torch.zeros((), device=self.device)
 
@@ -89,9 +103,29 @@ class MADDPG:
         out = self.team.actor(*self._agent_major(obs))  # (A, B, K|D); fp32, as agent.act and a deployed policy
         if self.continuous:
             return explore_continuous(out, noise_std).transpose(0, 1)
+        return self._choose(out.transpose(0, 1), noise_std, obs)
+
+    def _choose(self, logits: torch.Tensor, noise_std: float, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Discrete actions (B, A) from logits (B, A, K): in agent order with COORDINATED_CHOICES."""
+        n = self.dims.num_points
         mask = obs.get("action_mask")
-        mask = None if mask is None else mask.to(self.device).transpose(0, 1)
-        return select_actions(out, noise_std, mask, fallback=self.dims.num_points).transpose(0, 1)
+        mask = None if mask is None else mask.to(self.device, torch.bool)
+        if self.coordinated and mask is not None:
+            return select_in_order(logits, noise_std, mask, self._heading_taken(obs), n)
+        return select_actions(logits, noise_std, mask, fallback=n)
+
+    def _heading_taken(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, N) bool: points some vehicle already heads to (the column is the same for every agent)."""
+        return obs["point_features"][:, 0, :, self.dims.heading_column].to(self.device) > 0
+
+    def _offered(self, obs: dict[str, torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
+        """Each agent's mask (B, A, K) as it acted: without the points taken or chosen before it."""
+        mask = obs["action_mask"].to(self.device, torch.bool)
+        if not self.coordinated:
+            return mask
+        n = self.dims.num_points
+        blocked = self._heading_taken(obs).unsqueeze(1) | claimed_before(actions, n)  # (B, A, N)
+        return torch.cat([mask[..., :n] & ~blocked, mask[..., n:]], dim=-1)
 
     def _agent_major(self, obs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """(B, A, ...) observation tensors -> (A, B, ...) float32, agent-major for the stacked networks."""
@@ -158,21 +192,48 @@ class MADDPG:
         return CriticStep(losses, td, q, y, tokens, pooled)
 
     def actor_loss(self, batch: Batch, critic: CriticStep) -> torch.Tensor:
-        """-Q_i of agent i's fresh action with the others' replayed ones, per agent (A,)."""
+        """-Q_i of agent i's fresh action with the others' replayed ones, plus Q-filtered imitation, per agent (A,)."""
         team, obs = self.team, batch.obs
         out = team.actor(*self._agent_major(obs)).float()  # (A, B, K|D)
-        if self.continuous:
-            own, regulariser = out, out.new_zeros(())
-        else:
-            own = straight_through_gumbel(out, obs["action_mask"].transpose(0, 1))
-            live = out.masked_fill(out <= INACTIVE_LOGIT, 0.0)  # slots without a point are no logit to shrink
-            regulariser = LOGIT_REGULARISATION * live.square().mean(dim=(-1, -2))
         replayed = self._replay_actions(batch.actions)  # (B, A, K|D)
+        if self.continuous:
+            return -self._frozen_q(critic, obs, out, replayed).mean(-1)
+        offered = self._offered(obs, batch.actions).transpose(0, 1)  # (A, B, K)
+        own = straight_through_gumbel(out, offered)
+        live = out.masked_fill(out <= INACTIVE_LOGIT, 0.0)  # slots without a point are no logit to shrink
+        loss = -self._frozen_q(critic, obs, own, replayed).mean(-1) + LOGIT_REGULARISATION * live.square().mean(dim=(-1, -2))
+        weight = bc_weight(self.config, self.episode) if self.teacher is not None else 0.0
+        if weight > 0:
+            loss = loss + weight * self.imitation_loss(batch, critic, out, offered, replayed)
+        return loss
+
+    def imitation_loss(self, batch: Batch, critic: CriticStep, logits: torch.Tensor, offered: torch.Tensor,
+                       replayed: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy towards the teacher's choice, only where the critic rates it above the actor's own
+        (a Q-filter, as in DDPGfD / Nair et al. 2018): the teacher lifts the fleet to its level and cannot
+        hold it below what the critic has learned. Per agent (A,)."""
+        obs = batch.obs
+        taught = torch.as_tensor(self.teacher({k: v.cpu().numpy() for k, v in obs.items()}),
+                                 device=self.device).long().transpose(0, 1)  # (A, B)
+        allowed = offered.gather(-1, taught.unsqueeze(-1)).squeeze(-1)  # (A, B): teacher's choice is possible
+        k = self.dims.num_actions
+        with torch.no_grad():
+            own_best = logits.masked_fill(~offered, float("-inf")).argmax(-1)
+            q_teacher = self._frozen_q(critic, obs, F.one_hot(taught, k).float(), replayed)
+            q_own = self._frozen_q(critic, obs, F.one_hot(own_best, k).float(), replayed)
+            use = (allowed & (q_teacher > q_own)).float()  # (A, B)
+        log_probs = logits.masked_fill(~offered, -1e9).log_softmax(-1)
+        nll = -log_probs.gather(-1, taught.unsqueeze(-1)).squeeze(-1)  # (A, B)
+        return (nll * use).sum(-1) / use.sum(-1).clamp_min(1.0)
+
+    def _frozen_q(self, critic: CriticStep, obs: dict[str, torch.Tensor], own: torch.Tensor,
+                  replayed: torch.Tensor) -> torch.Tensor:
+        """Q_i (A, B) with agent i's action replaced by ``own`` (A, B, K|D), through the critic with its
+        weights and point tokens detached: the actor loss must not train the critic."""
         joint = torch.where(self._eye[:, None, :, None], own.unsqueeze(2), replayed.unsqueeze(0))  # (A, B, A, K|D)
-        frozen = {name: p.detach() for name, p in team.critic.named_parameters()}
+        frozen = {name: p.detach() for name, p in self.team.critic.named_parameters()}
         args = (critic.tokens.detach(), critic.pooled.detach(), obs["state"].to(torch.float32), joint)
-        q_policy = torch.func.functional_call(team.critic, frozen, args)  # weights detached: trains no critic
-        return -q_policy.float().mean(-1) + regulariser
+        return torch.func.functional_call(self.team.critic, frozen, args).float()
 
     def _target_actions(self, next_obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Target policies' actions on next_obs with TD3 smoothing: (B, A, K) one-hot or (B, A, D)."""
@@ -184,8 +245,8 @@ class MADDPG:
             out = out + noise
         if self.continuous:
             return out.clamp(-1.0, 1.0).transpose(0, 1)
-        chosen = select_actions(out, 0.0, next_obs["action_mask"].transpose(0, 1), fallback=self.dims.num_points)
-        return F.one_hot(chosen, self.dims.num_actions).to(torch.float32).transpose(0, 1)
+        chosen = self._choose(out.transpose(0, 1), 0.0, next_obs)  # (B, A)
+        return F.one_hot(chosen, self.dims.num_actions).to(torch.float32)
 
     def _replay_actions(self, actions: torch.Tensor) -> torch.Tensor:
         if self.continuous:

@@ -52,3 +52,14 @@ def noise_std(config: Config, episode: int) -> float:
     ``NOISE_STD_END`` (a start below the end stays at the start)."""
     decayed = config.NOISE_STD_START * config.NOISE_DECAY ** max(0, int(episode))
     return float(max(min(config.NOISE_STD_END, config.NOISE_STD_START), decayed))
+
+
+def bc_weight(config: Config, episode: int) -> float:
+    """Weight of the Q-filtered imitation term: ``BC_WEIGHT`` falling linearly to 0 at ``BC_EPISODES``.
+
+    The teacher gets the fleet to its level quickly; annealing it away leaves the critic alone in charge,
+    so the policy can go beyond the teacher. 0 when ``TEACHER_POLICY`` is 'none'.
+    """
+    if config.TEACHER_POLICY == "none" or config.BC_EPISODES <= 0:
+        return 0.0
+    return float(config.BC_WEIGHT * max(0.0, 1.0 - max(0, int(episode)) / config.BC_EPISODES))
