@@ -107,6 +107,25 @@ def _register_plot(subparsers: argparse._SubParsersAction) -> None:
     rewards.add_argument("--window", type=_positive_int, default=None, metavar="N",
                          help="moving-average window in episodes (default about 2%% of the run)")
     rewards.set_defaults(handler=run_plot_rewards)
+    curves = kinds.add_parser(
+        "curves", help="noise-free evaluation curves of several runs (seeds): mean, band and reference dispatchers",
+        description="Each RUN is a checkpoint folder or a folder of checkpoints (its newest valid one); its "
+                    "training_state.pth holds the trainer's periodic evaluation (EVAL_INTERVAL, EVAL_EPISODES). "
+                    "Draws the mean over runs on the evaluation episodes they share, a band, and each reference "
+                    "policy evaluated on the same episodes as a horizontal line.")
+    curves.add_argument("runs", nargs="+", metavar="RUN")
+    curves.add_argument("-o", "--output", default="curves.png", metavar="FILE", help="image file (default curves.png)")
+    curves.add_argument("--metric", default="on_time_rate", metavar="NAME",
+                        help="a key of the evaluation log: on_time_rate (default), reward, service_rate_weighted, ...")
+    curves.add_argument("--references", default="greedy,random", metavar="NAMES",
+                        help="comma-separated reference policies drawn as lines (default greedy,random; "
+                             f"any of {', '.join(REFERENCE_POLICIES)}; '' for none)")
+    curves.add_argument("--episodes", type=_positive_int, default=None, metavar="N",
+                        help="episodes per reference evaluation (default each run's EVAL_EPISODES, the episodes "
+                             "its curve was evaluated on)")
+    curves.add_argument("--band", choices=("minmax", "std"), default="minmax",
+                        help="band around the mean: min-max over runs (default) or mean ± sample std")
+    curves.set_defaults(handler=run_plot_curves)
 
 
 # ---------------------------------------------------------------------- resolving what to run
@@ -351,3 +370,40 @@ def run_plot_rewards(args: argparse.Namespace) -> int:
     written = plot_rewards(load_history(args.source), output, window=args.window)
     print(f"wrote {written}", file=sys.stderr)
     return 0
+
+
+def run_plot_curves(args: argparse.Namespace) -> int:
+    from fleetmarl.eval.plotting import (
+        check_output_path,
+        learning_curves,
+        load_eval_run,
+        plot_learning_curves,
+        reference_levels,
+        reference_names,
+    )
+
+    output = check_output_path(args.output)
+    names = reference_names(args.references)
+    runs = [load_eval_run(path) for path in args.runs]
+    curves = learning_curves(runs, args.metric)
+    curves.references = reference_levels(runs, names, args.metric, episodes=args.episodes)
+    written = plot_learning_curves(curves, output, band=args.band)
+    print(format_curves(written, curves))
+    return 0
+
+
+def format_curves(written: Path, curves) -> str:
+    """One line: where, the metric's last common evaluation (mean ± sample std, range) and each reference level."""
+    from fleetmarl.eval.evaluation import metric_label
+
+    name = curves.metric
+    last = curves.values[:, -1]
+    digits = _digits(name, float(last.mean()))
+    spread = f"{curves.std[-1]:.{digits}f}"
+    runs = len(curves.runs)
+    line = (f"wrote {written}: {metric_label(name)} at episode {curves.episodes[-1]}, mean of {runs} "
+            f"run{'s' if runs > 1 else ''} {last.mean():.{digits}f} ± {spread} "
+            f"(std; range {last.min():.{digits}f}..{last.max():.{digits}f})")
+    if curves.references:
+        line += "; " + ", ".join(f"{ref} {level.level:.{digits}f}" for ref, level in curves.references.items())
+    return line
