@@ -73,6 +73,7 @@ WARMUP_POLICY = 'greedy'  # who acts until WARMUP_TRANSITIONS are stored: 'greed
 TEACHER_POLICY = 'greedy'  # reference policy whose choice on each replayed state the actor imitates where the critic rates it higher than the actor's (Q-filtered behaviour cloning); 'none' turns it off
 BC_WEIGHT = 1.0  # weight of the Q-filtered imitation term in the actor loss at episode 0
 BC_EPISODES = 1000  # the imitation weight falls linearly to 0 at this episode
+PRETRAIN_UPDATES = 2000  # updates run at once when warm-up ends, in which the actor only imitates the teacher (the critic learns as usual), so acting starts at the teacher's level; 0 = none
 
 # Training run (训练设置)
 NUM_EPISODES = 3000  # total episodes to train (a resumed run continues up to this)

@@ -34,9 +34,9 @@ from fleetmarl.learner import MADDPG
 from fleetmarl.trainer import train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "learning.jsonl"
-QUIET = dict(EVAL_INTERVAL=0, PROGRESS_BAR=False, ENABLE_TENSORBOARD=False, ENABLE_MODEL_CHECKPOINTING=False)
+QUIET = dict(PROGRESS_BAR=False, ENABLE_TENSORBOARD=False, ENABLE_MODEL_CHECKPOINTING=False)
 SMALL = dict(NUM_AGENTS=3, MAX_NUM_STEPS=80, MAP_SIZE=3000.0, NUM_ENVS=8, NUM_EPISODES=320,
-             WARMUP_TRANSITIONS=1024, CAPACITY=50_000)
+             WARMUP_TRANSITIONS=1024, CAPACITY=50_000, EVAL_INTERVAL=40)
 PRESETS: dict[str, dict[str, Any]] = {
     "small-simplified": dict(SMALL, ENVIRONMENT_TYPE="simplified", NUM_POINTS=10, INITIAL_POINTS=10),
     "small-full": dict(SMALL, ENVIRONMENT_TYPE="full", NUM_POINTS=10, INITIAL_POINTS=4),
@@ -76,6 +76,7 @@ def run(preset: str, seed: int, overrides: list[str], episodes: int) -> dict[str
         "learned": float(learned["on_time_rate"].mean()), "greedy": float(greedy["on_time_rate"].mean()),
         "random": float(random["on_time_rate"].mean()), "gap": gap, "gap_95": half,
         "conflicts": float(learned["conflicts"].mean()), "train_seconds": round(seconds, 1),
+        "curve": [(int(e["episode"]), round(e["on_time_rate"], 3)) for e in result.state.eval_log],
         "machine": machine(), "torch": torch.__version__,
     }
 
@@ -94,7 +95,8 @@ def main() -> None:
         with RESULTS.open("a") as out:
             out.write(json.dumps(row) + "\n")
         print(f"{row['preset']:18s} {seed:5d} {row['learned']:8.3f} {row['greedy']:7.3f} {row['random']:7.3f} "
-              f"{row['gap']:+8.3f}±{row['gap_95']:.3f} {row['conflicts']:9.1f} {row['train_seconds']:8.1f}", flush=True)
+              f"{row['gap']:+8.3f}±{row['gap_95']:.3f} {row['conflicts']:9.1f} {row['train_seconds']:8.1f}  "
+              f"curve {' '.join(f'{v:.2f}' for _, v in row['curve'])}", flush=True)
 
 
 if __name__ == "__main__":

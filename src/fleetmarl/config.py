@@ -167,6 +167,9 @@ class Config:
     """weight of the Q-filtered imitation term in the actor loss at episode 0"""
     BC_EPISODES: int = 1000
     """the imitation weight falls linearly to 0 at this episode"""
+    PRETRAIN_UPDATES: int = 2000
+    """updates run at once when warm-up ends, in which the actor only imitates the teacher (the critic learns as
+    usual), so acting starts at the teacher's level; 0 = none"""
 
     # ------------------------------------------------------------------ Training run (训练设置)
     NUM_EPISODES: int = 3000
@@ -405,7 +408,7 @@ def _validate(c: Config) -> None:
         if getattr(c, key) <= 0:
             fail(key, f"must be greater than 0, got {getattr(c, key)}")
     for key in ("WARMUP_TRANSITIONS", "GRAD_CLIP_NORM", "LR_WARMUP_EPISODES", "KEEP_LAST_CHECKPOINTS",
-                "KEEP_BEST_CHECKPOINTS", "EVAL_INTERVAL", "NUM_THREADS", "BC_WEIGHT", "BC_EPISODES", "INITIAL_POINTS", "POINT_ARRIVAL_RATE",
+                "KEEP_BEST_CHECKPOINTS", "EVAL_INTERVAL", "NUM_THREADS", "BC_WEIGHT", "BC_EPISODES", "PRETRAIN_UPDATES", "INITIAL_POINTS", "POINT_ARRIVAL_RATE",
                 "NOISE_STD_START", "NOISE_STD_END", "TARGET_POLICY_NOISE_STD", "TARGET_POLICY_NOISE_CLIP",
                 "PER_ALPHA", "PER_BETA", "PER_BETA_INCREMENT"):
         if getattr(c, key) < 0:

@@ -184,6 +184,9 @@ class Trainer:
             round_rewards += rewards.sum(axis=1)
             obs = next_obs
             s.env_steps += 1
+            if len(self.buffer) >= ready and self.algo.updates == 0 and self.algo.teacher is not None:
+                for _ in range(c.PRETRAIN_UPDATES):  # once, when warm-up ends; resume never repeats it
+                    losses = self._update(imitate=True)
             if len(self.buffer) >= ready and s.env_steps % c.UPDATE_EVERY == 0:
                 for _ in range(c.UPDATES_PER_ROUND):
                     losses = self._update()
@@ -198,9 +201,9 @@ class Trainer:
             return greedy_policy(obs)
         return random_policy(obs, self.rng)
 
-    def _update(self) -> dict[str, torch.Tensor]:
+    def _update(self, *, imitate: bool = False) -> dict[str, torch.Tensor]:
         batch = self.buffer.sample(self.config.BATCH_SIZE, self.device)
-        out = self.algo.update(batch)
+        out = self.algo.update(batch, imitate=imitate)
         if "td_errors" in out:
             self.buffer.update_priorities(batch.indices, out.pop("td_errors"))
         self.state.updates += 1

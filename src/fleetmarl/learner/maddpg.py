@@ -136,12 +136,13 @@ class MADDPG:
         c = self.config
         return not c.ENABLE_DELAYED_POLICY_UPDATES or self.updates % c.ACTOR_UPDATE_FREQUENCY == 0
 
-    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def update(self, batch: Batch, *, imitate: bool = False) -> dict[str, torch.Tensor]:
         """One gradient update of every agent (module docstring has the steps).
 
         Returns scalar tensors ``critic_loss``, ``actor_loss`` (the latest actor update's, also on calls
         that skip the actor), ``q_mean``, ``td_abs_mean``, ``target_q_mean`` and ``td_errors`` (B,): the
-        |TD error| per transition averaged over agents, for ``buffer.update_priorities``.
+        |TD error| per transition averaged over agents, for ``buffer.update_priorities``. With ``imitate``
+        the actor loss is the teacher's cross-entropy alone (pre-training; the critic learns as usual).
         """
         team = self.team
         update_actor = self.actor_update_due()
@@ -149,7 +150,7 @@ class MADDPG:
             critic = self.critic_loss(batch)
             total = critic.losses.sum()  # agents' parameters are disjoint: each gets its own loss's gradient
             if update_actor:
-                actor_losses = self.actor_loss(batch, critic)
+                actor_losses = self.pretrain_loss(batch, critic) if imitate else self.actor_loss(batch, critic)
                 total = total + actor_losses.sum()
         team.critic_optimizer.zero_grad(set_to_none=True)
         team.actor_optimizer.zero_grad(set_to_none=True)
@@ -207,8 +208,16 @@ class MADDPG:
             loss = loss + weight * self.imitation_loss(batch, critic, out, offered, replayed)
         return loss
 
+    def pretrain_loss(self, batch: Batch, critic: CriticStep) -> torch.Tensor:
+        """Cross-entropy towards the teacher on every decision (no Q-filter: the critic is still new), (A,)."""
+        if self.teacher is None:
+            raise ValueError("imitation needs a teacher policy (TEACHER_POLICY)")
+        out = self.team.actor(*self._agent_major(batch.obs)).float()
+        offered = self._offered(batch.obs, batch.actions).transpose(0, 1)
+        return self.imitation_loss(batch, critic, out, offered, self._replay_actions(batch.actions), q_filter=False)
+
     def imitation_loss(self, batch: Batch, critic: CriticStep, logits: torch.Tensor, offered: torch.Tensor,
-                       replayed: torch.Tensor) -> torch.Tensor:
+                       replayed: torch.Tensor, *, q_filter: bool = True) -> torch.Tensor:
         """Cross-entropy towards the teacher's choice, only where the critic rates it above the actor's own
         (a Q-filter, as in DDPGfD / Nair et al. 2018): the teacher lifts the fleet to its level and cannot
         hold it below what the critic has learned. Per agent (A,)."""
@@ -217,11 +226,14 @@ class MADDPG:
                                  device=self.device).long().transpose(0, 1)  # (A, B)
         allowed = offered.gather(-1, taught.unsqueeze(-1)).squeeze(-1)  # (A, B): teacher's choice is possible
         k = self.dims.num_actions
-        with torch.no_grad():
-            own_best = logits.masked_fill(~offered, float("-inf")).argmax(-1)
-            q_teacher = self._frozen_q(critic, obs, F.one_hot(taught, k).float(), replayed)
-            q_own = self._frozen_q(critic, obs, F.one_hot(own_best, k).float(), replayed)
-            use = (allowed & (q_teacher > q_own)).float()  # (A, B)
+        use = allowed
+        if q_filter:
+            with torch.no_grad():
+                own_best = logits.masked_fill(~offered, float("-inf")).argmax(-1)
+                q_teacher = self._frozen_q(critic, obs, F.one_hot(taught, k).float(), replayed)
+                q_own = self._frozen_q(critic, obs, F.one_hot(own_best, k).float(), replayed)
+                use = allowed & (q_teacher > q_own)  # (A, B)
+        use = use.float()
         log_probs = logits.masked_fill(~offered, -1e9).log_softmax(-1)
         nll = -log_probs.gather(-1, taught.unsqueeze(-1)).squeeze(-1)  # (A, B)
         return (nll * use).sum(-1) / use.sum(-1).clamp_min(1.0)
