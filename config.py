@@ -69,11 +69,11 @@ NOISE_STD_START = 1.0  # exploration noise std on actor logits at episode 0
 NOISE_STD_END = 0.05  # floor of the exploration noise
 NOISE_DECAY = 0.9991  # multiplier of the noise std per episode
 COORDINATED_CHOICES = True  # vehicles choose in index order and are not offered a point another vehicle heads to or chose this step
-WARMUP_POLICY = 'greedy'  # who acts until WARMUP_TRANSITIONS are stored: 'greedy' (the reference dispatcher) or 'random'
+WARMUP_POLICY = 'greedy'  # who acts until WARMUP_TRANSITIONS are stored: 'greedy' or 'ortools' (reference dispatchers, whose choices the actor then imitates in pre-training) or 'random'
 TEACHER_POLICY = 'greedy'  # reference policy whose choice on each replayed state the actor imitates where the critic rates it higher than the actor's (Q-filtered behaviour cloning); 'none' turns it off
 BC_WEIGHT = 1.0  # weight of the Q-filtered imitation term in the actor loss at episode 0
 BC_EPISODES = 1000  # the imitation weight falls linearly to 0 at this episode
-PRETRAIN_UPDATES = 2000  # updates run at once when warm-up ends, in which the actor only imitates the teacher (the critic learns as usual), so acting starts at the teacher's level; 0 = none
+PRETRAIN_UPDATES = 2000  # updates run at once when warm-up ends, in which the actor only imitates the warm-up dispatcher's stored choices (the critic learns as usual), so acting starts at its level; 0 = none (and none after a random warm-up)
 
 # Training run (训练设置)
 NUM_EPISODES = 3000  # total episodes to train (a resumed run continues up to this)

@@ -33,7 +33,7 @@ ENVIRONMENT_TYPES = ("full", "simplified")
 LR_DECAY_TYPES = ("exponential", "step", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
-WARMUP_POLICIES = ("greedy", "random")
+WARMUP_POLICIES = ("greedy", "ortools", "random")
 TEACHER_POLICIES = ("greedy", "none")
 
 
@@ -159,7 +159,8 @@ class Config:
     COORDINATED_CHOICES: bool = True
     """vehicles choose in index order and are not offered a point another vehicle heads to or chose this step"""
     WARMUP_POLICY: str = "greedy"
-    """who acts until WARMUP_TRANSITIONS are stored: 'greedy' (the reference dispatcher) or 'random'"""
+    """who acts until WARMUP_TRANSITIONS are stored: 'greedy' or 'ortools' (reference dispatchers, whose choices
+    the actor then imitates in pre-training) or 'random'"""
     TEACHER_POLICY: str = "greedy"
     """reference policy whose choice on each replayed state the actor imitates where the critic rates it higher
     than the actor's (Q-filtered behaviour cloning); 'none' turns it off"""
@@ -168,8 +169,8 @@ class Config:
     BC_EPISODES: int = 1000
     """the imitation weight falls linearly to 0 at this episode"""
     PRETRAIN_UPDATES: int = 2000
-    """updates run at once when warm-up ends, in which the actor only imitates the teacher (the critic learns as
-    usual), so acting starts at the teacher's level; 0 = none"""
+    """updates run at once when warm-up ends, in which the actor only imitates the warm-up dispatcher's stored
+    choices (the critic learns as usual), so acting starts at its level; 0 = none (and none after a random warm-up)"""
 
     # ------------------------------------------------------------------ Training run (训练设置)
     NUM_EPISODES: int = 3000

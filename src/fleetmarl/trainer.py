@@ -30,7 +30,7 @@ from fleetmarl import checkpoint as ckpt
 from fleetmarl.config import SHAPE_KEYS, Config
 from fleetmarl.device import resolve_device
 from fleetmarl.envs import BatchedSamplingEnv
-from fleetmarl.envs.policies import greedy_policy, random_policy
+from fleetmarl.envs.policies import greedy_policy, random_policy, reference_policy
 from fleetmarl.envs.spaces import observation_dims
 from fleetmarl.errors import CheckpointError, FleetmarlError
 from fleetmarl.eval.evaluation import evaluate_algorithm
@@ -104,6 +104,7 @@ class Trainer:
         self.state = RunState()
         self.checkpoints_dir = Path(config.CHECKPOINTS_DIR)
         self.fresh_env = True
+        self._dispatcher: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None  # warm-up actor, built on use
         self.previous_checkpoint: Path | None = None
         """the run's newest committed checkpoint: the next save hard-links its replay chunks"""
         self.lock = ckpt.TrainingLock(self.checkpoints_dir)
@@ -184,7 +185,7 @@ class Trainer:
             round_rewards += rewards.sum(axis=1)
             obs = next_obs
             s.env_steps += 1
-            if len(self.buffer) >= ready and self.algo.updates == 0 and self.algo.teacher is not None:
+            if len(self.buffer) >= ready and self.algo.updates == 0 and c.WARMUP_POLICY != "random":
                 for _ in range(c.PRETRAIN_UPDATES):  # once, when warm-up ends; resume never repeats it
                     losses = self._update(imitate=True)
             if len(self.buffer) >= ready and s.env_steps % c.UPDATE_EVERY == 0:
@@ -195,11 +196,13 @@ class Trainer:
         return round_rewards, infos, losses
 
     def _warmup_actions(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        """Before learning starts: the greedy dispatcher's choices (a replay of useful behaviour to learn
-        from), or uniform random ones with WARMUP_POLICY='random'."""
-        if self.config.WARMUP_POLICY == "greedy":
-            return greedy_policy(obs)
-        return random_policy(obs, self.rng)
+        """Before learning starts: a reference dispatcher's choices (useful behaviour to imitate and learn
+        from), or uniform random ones from the trainer's generator with WARMUP_POLICY='random'."""
+        if self.config.WARMUP_POLICY == "random":
+            return random_policy(obs, self.rng)
+        if self._dispatcher is None:  # OR-Tools keeps plans per row and notices new episodes itself
+            self._dispatcher = reference_policy(self.config.WARMUP_POLICY, self.config.RANDOM_SEED, self.config)
+        return self._dispatcher(obs)
 
     def _update(self, *, imitate: bool = False) -> dict[str, torch.Tensor]:
         batch = self.buffer.sample(self.config.BATCH_SIZE, self.device)

@@ -209,21 +209,22 @@ class MADDPG:
         return loss
 
     def pretrain_loss(self, batch: Batch, critic: CriticStep) -> torch.Tensor:
-        """Cross-entropy towards the teacher on every decision (no Q-filter: the critic is still new), (A,)."""
-        if self.teacher is None:
-            raise ValueError("imitation needs a teacher policy (TEACHER_POLICY)")
+        """Cross-entropy towards the *replayed* choices on every decision, (A,): behaviour cloning of the
+        dispatcher that filled the buffer during warm-up (no Q-filter: the critic is still new)."""
         out = self.team.actor(*self._agent_major(batch.obs)).float()
         offered = self._offered(batch.obs, batch.actions).transpose(0, 1)
-        return self.imitation_loss(batch, critic, out, offered, self._replay_actions(batch.actions), q_filter=False)
+        return self.imitation_loss(batch, critic, out, offered, self._replay_actions(batch.actions),
+                                   labels=batch.actions.long().transpose(0, 1), q_filter=False)
 
     def imitation_loss(self, batch: Batch, critic: CriticStep, logits: torch.Tensor, offered: torch.Tensor,
-                       replayed: torch.Tensor, *, q_filter: bool = True) -> torch.Tensor:
+                       replayed: torch.Tensor, *, labels: torch.Tensor | None = None,
+                       q_filter: bool = True) -> torch.Tensor:
         """Cross-entropy towards the teacher's choice, only where the critic rates it above the actor's own
         (a Q-filter, as in DDPGfD / Nair et al. 2018): the teacher lifts the fleet to its level and cannot
         hold it below what the critic has learned. Per agent (A,)."""
         obs = batch.obs
-        taught = torch.as_tensor(self.teacher({k: v.cpu().numpy() for k, v in obs.items()}),
-                                 device=self.device).long().transpose(0, 1)  # (A, B)
+        taught = labels if labels is not None else torch.as_tensor(
+            self.teacher({k: v.cpu().numpy() for k, v in obs.items()}), device=self.device).long().transpose(0, 1)
         allowed = offered.gather(-1, taught.unsqueeze(-1)).squeeze(-1)  # (A, B): teacher's choice is possible
         k = self.dims.num_actions
         use = allowed
