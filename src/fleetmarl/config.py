@@ -387,18 +387,11 @@ def _validate(c: Config) -> None:
         if kind is str and not isinstance(value, str):
             fail(f.name, f"must be text, got {value!r}")
 
-    if c.ENVIRONMENT_TYPE not in ENVIRONMENT_TYPES:
-        fail("ENVIRONMENT_TYPE", f"must be one of {', '.join(ENVIRONMENT_TYPES)}, got {c.ENVIRONMENT_TYPE!r}")
-    if c.LR_DECAY_TYPE not in LR_DECAY_TYPES:
-        fail("LR_DECAY_TYPE", f"must be one of {', '.join(LR_DECAY_TYPES)}, got {c.LR_DECAY_TYPE!r}")
-    if c.DEVICE not in DEVICES:
-        fail("DEVICE", f"must be one of {', '.join(DEVICES)}, got {c.DEVICE!r}")
-    if c.WARMUP_POLICY not in WARMUP_POLICIES:
-        fail("WARMUP_POLICY", f"must be one of {', '.join(WARMUP_POLICIES)}, got {c.WARMUP_POLICY!r}")
-    if c.TEACHER_POLICY not in TEACHER_POLICIES:
-        fail("TEACHER_POLICY", f"must be one of {', '.join(TEACHER_POLICIES)}, got {c.TEACHER_POLICY!r}")
-    if c.MIXED_PRECISION not in PRECISIONS:
-        fail("MIXED_PRECISION", f"must be one of {', '.join(PRECISIONS)}, got {c.MIXED_PRECISION!r}")
+    choices = {"ENVIRONMENT_TYPE": ENVIRONMENT_TYPES, "LR_DECAY_TYPE": LR_DECAY_TYPES, "DEVICE": DEVICES,
+               "WARMUP_POLICY": WARMUP_POLICIES, "TEACHER_POLICY": TEACHER_POLICIES, "MIXED_PRECISION": PRECISIONS}
+    for key, allowed in choices.items():
+        if getattr(c, key) not in allowed:
+            fail(key, f"must be one of {', '.join(allowed)}, got {getattr(c, key)!r}")
     for key in ("NUM_AGENTS", "NUM_POINTS", "MAX_NUM_STEPS", "BATCH_SIZE", "CAPACITY", "UPDATE_EVERY",
                 "UPDATES_PER_ROUND", "HIDDEN_DIM", "EMBED_DIM", "TRANSFORMER_HEADS", "TRANSFORMER_LAYERS",
                 "ACTOR_UPDATE_FREQUENCY", "LR_DECAY_EPISODES", "NUM_EPISODES", "NUM_ENVS", "MODEL_SAVE_INTERVAL",
