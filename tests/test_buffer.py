@@ -338,3 +338,13 @@ def test_load_rejects_a_different_shape() -> None:
     other = make(False, NUM_POINTS=6)
     with pytest.raises(CheckpointError, match="point_features"):
         other.load_state_dict(buffer.state_dict())
+
+
+def test_an_empty_buffer_saves_and_loads() -> None:
+    config = Config(**ENV)
+    empty = roundtrip(ReplayBuffer(config, observation_dims(config), seed=0).state_dict())
+    restored = ReplayBuffer(config, observation_dims(config), seed=0)
+    restored.load_state_dict(empty)
+    assert len(restored) == 0
+    restored.add(*next(env_transitions(config, 1)))
+    assert len(restored) == 4 and restored.layout == "fleet"

@@ -656,9 +656,12 @@ class ReplayBuffer:
         self.final_total = int(state["final_total"])
         self.chunk_transitions = int(state.get("chunk_transitions", self.chunk_transitions))
         layout = state["layout"]
-        if layout not in CODECS:
+        if layout not in (*CODECS, "auto"):  # "auto": saved before the first add chose a layout
             raise CheckpointError(f"replay buffer checkpoint has an unknown layout {layout!r}; upgrade fleetmarl")
-        self._use_codec(layout)
+        if layout == "auto":
+            self.codec, self.layout, self.frames, self.final = None, "auto", {}, {}
+        else:
+            self._use_codec(layout)
         self.actions[:] = 0
         self.rewards[:] = 0
         self.dones[:] = False
