@@ -1,7 +1,7 @@
 """Fault campaign: does a checkpointed run survive kill -9, a full disk and damaged files?
 
 Runs a tiny configuration (2 agents, 5 points, 16 episodes, a checkpoint every 4, replay chunks of 64
-transitions) so each run takes seconds:
+transitions; runs are forked from this process) so each run takes seconds:
 
 1. kill -9: one uninterrupted reference run, then N runs killed with SIGKILL at a random moment
    (training or mid-save), each resumed with ``--resume latest`` (or restarted when no checkpoint was
@@ -16,7 +16,7 @@ transitions) so each run takes seconds:
 
 Prints a table and writes benchmarks/results/faults.json.
 
-    python benchmarks/faults.py [--kills 50] [--seed 0] [--no-tmpfs] [--out FILE]
+    python benchmarks/faults.py [--kills 50] [--seed 0] [--episodes 16] [--no-tmpfs] [--out FILE]
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ TINY = dict(
     TRANSFORMER_HEADS=2, MODEL_SAVE_INTERVAL=4, EVAL_INTERVAL=0, PROGRESS_BAR=False,
     ENABLE_TENSORBOARD=False, NUM_THREADS=1, MAP_SIZE=1500.0,
 )
-TINY["NUM_EPISODES"] = 32  # 8 checkpoints: a kill lands after a few of them, sometimes mid-save
 
 
 def flags(**changes: Any) -> list[str]:
@@ -314,7 +313,7 @@ def damage_campaign(work: Path, reference_dir: Path, rng: random.Random, kinds: 
 
 # ---------------------------------------------------------------------- campaign
 def campaign(kills: int, seed: int, tmpfs: bool = True, damage_kinds: list[str] | None = None,
-             disk_cases: int = 4, work: Path | None = None, episodes: int = 32) -> dict[str, Any]:
+             disk_cases: int = 4, work: Path | None = None, episodes: int = 16) -> dict[str, Any]:
     TINY["NUM_EPISODES"] = episodes
     rng = random.Random(seed)
     own = work is None
@@ -378,12 +377,13 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--disk-cases", type=int, default=4)
+    parser.add_argument("--episodes", type=int, default=16, help="episodes per run (a checkpoint every 4)")
     parser.add_argument("--no-tmpfs", action="store_true", help="skip the real tmpfs case (needs root)")
     parser.add_argument("--damage", nargs="*", default=None, help="only these file kinds (e.g. agent chunk)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "faults.json")
     args = parser.parse_args()
     result = campaign(args.kills, args.seed, tmpfs=not args.no_tmpfs, damage_kinds=args.damage,
-                      disk_cases=args.disk_cases)
+                      disk_cases=args.disk_cases, episodes=args.episodes)
     rows = [("fault", "runs", "outcome"), *summary(result)]
     width = [max(len(r[i]) for r in rows) for i in range(2)]
     for row in rows:
