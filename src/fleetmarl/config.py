@@ -272,6 +272,19 @@ ENV_KEYS = frozenset(_FIELD_ORDER[: _FIELD_ORDER.index("GAMMA")])
 # Keys that fix tensor shapes: a checkpoint is only loadable into agents built with the same values.
 SHAPE_KEYS = ("NUM_AGENTS", "NUM_POINTS", "HIDDEN_DIM", "EMBED_DIM", "TRANSFORMER_HEADS", "TRANSFORMER_LAYERS")
 
+
+def shape_difference(saved: Mapping[str, Any] | Config, wanted: Mapping[str, Any] | Config) -> tuple[str, Any, Any] | None:
+    """The first key of SHAPE_KEYS whose value differs, as (key, saved, wanted); keys either side lacks are
+    skipped. The one rule for "do these weights fit this config" (loading, resuming, evaluating)."""
+    def value(source: Mapping[str, Any] | Config, key: str) -> Any:
+        return source.get(key) if isinstance(source, Mapping) else getattr(source, key, None)
+
+    for key in SHAPE_KEYS:
+        a, b = value(saved, key), value(wanted, key)
+        if a is not None and b is not None and a != b:
+            return key, a, b
+    return None
+
 DEFAULT: Config | None = None  # set at the end of the module, once validation is defined
 
 

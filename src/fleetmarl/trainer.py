@@ -27,13 +27,13 @@ import torch
 from tqdm import tqdm
 
 from fleetmarl import checkpoint as ckpt
-from fleetmarl.config import SHAPE_KEYS, Config
+from fleetmarl.config import Config
 from fleetmarl.device import resolve_device
 from fleetmarl.envs import BatchedSamplingEnv
 from fleetmarl.envs.policies import greedy_policy, random_policy, reference_policy
 from fleetmarl.envs.spaces import observation_dims
 from fleetmarl.errors import CheckpointError, FleetmarlError
-from fleetmarl.eval.evaluation import evaluate_algorithm
+from fleetmarl.eval.evaluation import default_eval_seed, evaluate_algorithm
 from fleetmarl.learner import MADDPG, build_agents
 from fleetmarl.learner.buffer import ReplayBuffer
 from fleetmarl.learner.schedules import noise_std
@@ -243,7 +243,7 @@ class Trainer:
     def _evaluate(self) -> None:
         c, s = self.config, self.state
         with torch.random.fork_rng(devices=[]):  # evaluation must not shift the training's random stream
-            summary = evaluate_algorithm(self.algo, c, episodes=c.EVAL_EPISODES, seed=c.RANDOM_SEED + 10_000,
+            summary = evaluate_algorithm(self.algo, c, episodes=c.EVAL_EPISODES, seed=default_eval_seed(c),
                                          device=self.device)
         entry = {"episode": float(s.episode), **{k: v["mean"] for k, v in summary.items()}}
         s.eval_log.append(entry)
@@ -372,7 +372,6 @@ class Trainer:
         for bad, why in skipped:
             self.log(f"⚠ skipping broken checkpoint {bad}: {why}")
         training_state = ckpt.load_model_checkpoint(self.agents, opened, self.device)
-        _check_shapes(training_state.get("config", {}), c, path)
         self._report_config_changes(training_state.get("config", {}))
         s = self.state
         s.episode = int(training_state["episode"])
@@ -494,11 +493,3 @@ def _strip_prefix(message: str) -> str:
 
 def _episode_of(path: Path) -> int:
     return ckpt.parse_checkpoint_name(path.name).episode
-
-
-def _check_shapes(saved: dict[str, Any], config: Config, path: Path) -> None:
-    for key in SHAPE_KEYS:
-        if key in saved and saved[key] != getattr(config, key):
-            raise CheckpointError(f"checkpoint {path} was made for {key}={saved[key]} but the config has "
-                                  f"{key}={getattr(config, key)}; use the same {key} to resume")
-

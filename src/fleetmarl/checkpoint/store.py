@@ -49,7 +49,7 @@ from fleetmarl.checkpoint.safe_io import (
     write_bytes_synced,
     write_text_synced,
 )
-from fleetmarl.config import SHAPE_KEYS
+from fleetmarl.config import SHAPE_KEYS, shape_difference
 from fleetmarl.errors import CheckpointError, FleetmarlError
 
 REQUIRED_STATE_KEYS = ("episode", "noise_std", "episode_rewards_log", "config", "total_episodes_planned")
@@ -455,12 +455,11 @@ def _chunks(opened: OpenCheckpoint, names: list[str], location: torch.device) ->
 
 def check_compatible(saved: Mapping[str, Any], expected: Mapping[str, Any], path: Path) -> None:
     """One-line error naming the first shape key whose values differ."""
-    for key in SHAPE_KEYS:
-        if key in saved and key in expected and saved[key] != expected[key]:
-            raise CheckpointError(
-                f"checkpoint {path} does not fit: {key} is {saved[key]} in the checkpoint but {expected[key]} here; "
-                f"use --set {key}={saved[key]} or pick a matching checkpoint"
-            )
+    difference = shape_difference(saved, expected)
+    if difference:
+        key, was, now = difference
+        raise CheckpointError(f"checkpoint {path} does not fit: {key} is {was} in the checkpoint but {now} here; "
+                              f"use --set {key}={was} or pick a matching checkpoint")
 
 
 def _expected_shape(agents: Sequence[Any], config: Any) -> dict[str, Any]:

@@ -65,6 +65,8 @@ STATE_DIM = len(STATE_COLUMNS)
 POINT_DIM = len(POINT_COLUMNS)
 OTHER_DIM = len(OTHER_COLUMNS)
 OBS_KEYS = ("state", "point_features", "other_obs", "action_mask")
+ACTOR_INPUT_KEYS = OBS_KEYS[:3]
+"""What an actor reads, in the order of ``agent.act(state, point_features, other_obs)`` (the guide's call)."""
 
 STATE = {name: i for i, name in enumerate(STATE_COLUMNS)}
 POINT = {name: i for i, name in enumerate(POINT_COLUMNS)}

@@ -23,10 +23,18 @@ import torch
 
 from fleetmarl.checkpoint import load_model_checkpoint, open_checkpoint, verify_checkpoint
 from fleetmarl.checkpoint.layout import TRAINING_STATE_FILE, looks_like_checkpoint
-from fleetmarl.config import ENV_KEYS, SHAPE_KEYS, Config, apply_overrides, parse_value, read_config_file
+from fleetmarl.config import (
+    ENV_KEYS,
+    SHAPE_KEYS,
+    Config,
+    apply_overrides,
+    parse_value,
+    read_config_file,
+    shape_difference,
+)
+from fleetmarl.envs.spaces import ACTOR_INPUT_KEYS, OBS_KEYS
 from fleetmarl.errors import CheckpointError, ConfigError, UserError
 
-OBSERVATION_KEYS = ("state", "point_features", "other_obs", "action_mask")
 # Keys that change how inference runs, not what the weights mean; safe to set for a checkpoint.
 RUNTIME_KEYS = frozenset({"DEVICE", "NUM_THREADS", "LOG_DIR", "RUN_NAME", "RANDOM_SEED", "EVAL_EPISODES"})
 
@@ -72,9 +80,10 @@ def checkpoint_run_config(saved: Config, overrides: Iterable[str] = (), config_f
 
 
 def _check_shapes(saved: Config, wanted: Config, where: str) -> None:
-    for key in SHAPE_KEYS:
-        if getattr(saved, key) != getattr(wanted, key):
-            raise CheckpointError(_shape_message(f"{where} {key}={getattr(wanted, key)}", key, getattr(saved, key)))
+    difference = shape_difference(saved, wanted)
+    if difference:
+        key, was, now = difference
+        raise CheckpointError(_shape_message(f"{where} {key}={now}", key, was))
 
 
 def _shape_message(what: str, key: str, saved_value: Any) -> str:
@@ -113,7 +122,7 @@ class CheckpointPolicy:
     agent_names: list[str] = field(default_factory=list)
 
     def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
-        tensors = {k: torch.as_tensor(np.asarray(obs[k])).to(self.device) for k in OBSERVATION_KEYS}
+        tensors = {k: torch.as_tensor(np.asarray(obs[k])).to(self.device) for k in OBS_KEYS}
         with torch.no_grad():
             return self.algo.act(tensors, 0.0).cpu().numpy()
 
@@ -131,14 +140,14 @@ class CheckpointPolicy:
         with torch.no_grad():
             for name, obs in observations.items():
                 agent = self.agents[self.agent_names.index(name)]
-                action = agent.act(*(self._tensor(obs, k) for k in OBSERVATION_KEYS[:3]), noise_std=0.0,
+                action = agent.act(*(self._tensor(obs, k) for k in ACTOR_INPUT_KEYS), noise_std=0.0,
                                    action_mask=self._tensor(obs, "action_mask"))
                 actions[name] = int(torch.as_tensor(action).reshape(-1)[0])
         return actions
 
     def _tensor(self, obs: Mapping[str, Any], key: str) -> torch.Tensor:
         if key not in obs:
-            raise UserError(f"observation lacks {key!r}; expected keys {', '.join(OBSERVATION_KEYS)}")
+            raise UserError(f"observation lacks {key!r}; expected keys {', '.join(OBS_KEYS)}")
         return torch.as_tensor(np.asarray(obs[key])).to(self.device)
 
 

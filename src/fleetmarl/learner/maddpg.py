@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from fleetmarl.config import Config
+from fleetmarl.envs.spaces import ACTOR_INPUT_KEYS
 from fleetmarl.learner.actions import (
     claimed_before,
     explore_continuous,
@@ -48,8 +49,6 @@ if TYPE_CHECKING:
 LOGIT_REGULARISATION = 1e-3
 """Weight of mean(logits^2) in the actor loss (as in MADDPG's reference code): keeps logits on the
 scale of the exploration noise instead of drifting until the noise no longer matters."""
-OBS_INPUTS = ("state", "point_features", "other_obs")
-"""The actor's inputs, in its argument order."""
 
 
 @dataclass
@@ -129,7 +128,7 @@ class MADDPG:
 
     def _agent_major(self, obs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """(B, A, ...) observation tensors -> (A, B, ...) float32, agent-major for the stacked networks."""
-        return [obs[k].to(self.device, torch.float32).transpose(0, 1) for k in OBS_INPUTS]
+        return [obs[k].to(self.device, torch.float32).transpose(0, 1) for k in ACTOR_INPUT_KEYS]
 
     # ------------------------------------------------------------------ learning
     def actor_update_due(self) -> bool:
