@@ -7,9 +7,16 @@ One update (:meth:`MADDPG.update`), every agent at once on its slice of the stac
 2. :meth:`MADDPG.actor_loss`, when an actor update is due (every ``ACTOR_UPDATE_FREQUENCY`` calls with
    delayed updates): agent i's action is a straight-through Gumbel-softmax sample of its masked logits,
    the others keep their replayed actions (as in MADDPG), and the loss is ``-Q_i`` through the critic
-   as it was before this step (critic weights and point tokens detached).
+   as it was before this step (critic weights and point tokens detached), plus the teacher's
+   cross-entropy where the critic rates the teacher's choice higher (:meth:`MADDPG.imitation_loss`),
+   weighted by ``bc_weight`` (annealed to 0). Pre-training (``update(batch, imitate=True)``) replaces
+   this with cloning the replayed warm-up choices (:meth:`MADDPG.pretrain_loss`).
 3. One backward pass for both (their gradients touch disjoint parameters), per-agent gradient-norm
    clipping, optimizer steps, and Polyak averaging of both targets when the actors moved.
+
+Coordinated choices (``COORDINATED_CHOICES``): agents choose in index order and are not offered a point
+another vehicle heads to or an earlier agent chose; the same masks are rebuilt from the replayed actions
+for the Gumbel sample, the imitation target and the target actions.
 
 Mixed precision: with ``MIXED_PRECISION`` on, the update's forwards run under bf16 autocast (GEMMs and
 attention in bf16); weights, gradients, optimizer state and losses stay fp32. Acting stays fp32, so the
