@@ -27,7 +27,7 @@ buffer = ReplayBuffer(config.replace(CAPACITY=n), observation_dims(config), seed
 env = BatchedSamplingEnv(config, num_envs=config.NUM_ENVS)
 rng = np.random.default_rng(0)
 obs = env.reset(seed=0)
-t0 = time.perf_counter(); adds = []
+adds = []
 while len(buffer) < n:
     actions = random_policy(obs, rng)
     next_obs, rewards, term, trunc, infos = env.step(actions)
@@ -37,8 +37,10 @@ while len(buffer) < n:
     adds.append(time.perf_counter() - s)
     obs = next_obs
 times = []
-for i in range(300):
-    s = time.perf_counter(); buffer.sample(512, "cpu"); times.append(time.perf_counter() - s)
+for _ in range(300):
+    start = time.perf_counter()
+    buffer.sample(512, "cpu")
+    times.append(time.perf_counter() - start)
 out = {"transitions": n, "sample_512_ms_median": 1000 * statistics.median(times[50:]),
        "sample_512_ms_p90": 1000 * sorted(times[50:])[int(0.9 * 250)],
        "add_8_envs_ms_median": 1000 * statistics.median(adds), "bytes_per_transition": buffer.bytes_per_transition()}
