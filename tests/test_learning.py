@@ -1,10 +1,17 @@
-"""Learning evidence: a short run on a small `simplified` fleet clearly beats the random policy.
+"""Learning evidence on a small `simplified` fleet: the trained fleet reaches the greedy dispatcher.
 
-Measured when this test was written (torch 2.13 CPU, 1 thread, about 35 s): noise-free on-time delivery
-rate over 32 seeded evaluation episodes 0.806 for the trained agents, 0.344 for the random policy, 0.998
-for greedy. The assertion leaves a wide margin (0.25) so that a different CPU's floating point cannot
-flip it, while a learner that does not learn (random-level, or the stale-weights bug this project once
-had) fails it.
+The learner starts from the greedy dispatcher's warm-up (it clones those choices in pre-training) and
+then improves on them by MADDPG with Q-filtered imitation, so the check is against greedy, not random.
+Measured when this test was written (AMD EPYC, 2 cores, torch 2.13 CPU, bf16 autocast; 16-65 s per
+run on a busy machine): noise-free on-time delivery rate over the same 32 seeded evaluation episodes,
+for RANDOM_SEED 1..10:
+
+    seed      1      2      3      4      5      6      7      8      9     10
+    learned 0.993  0.996  0.981  0.939  0.997  0.941  0.991  0.969  0.989  0.985
+
+greedy 0.998 and random 0.344 on the same episodes (seed 11 gives 0.982). The worst of the ten is 0.059
+below greedy; the assertion allows 0.15, so a different CPU's floating point cannot flip it, while a
+learner that does not learn (random level) or unlearns what it cloned fails it.
 """
 
 from __future__ import annotations
@@ -19,20 +26,21 @@ from fleetmarl.trainer import train
 
 SMALL_FLEET = dict(
     ENVIRONMENT_TYPE="simplified", NUM_AGENTS=3, NUM_POINTS=6, INITIAL_POINTS=6, MAX_NUM_STEPS=40,
-    MAP_SIZE=3000.0, PRIORITY_DEADLINES=(300.0, 600.0, 900.0), NUM_ENVS=8, NUM_EPISODES=240,
+    MAP_SIZE=3000.0, PRIORITY_DEADLINES=(300.0, 600.0, 900.0), NUM_ENVS=8, NUM_EPISODES=160,
     BATCH_SIZE=128, CAPACITY=20000, WARMUP_TRANSITIONS=512, UPDATE_EVERY=1, HIDDEN_DIM=64, EMBED_DIM=32,
-    TRANSFORMER_HEADS=2, LR_ACTOR=1e-3, LR_CRITIC=1e-3, NOISE_DECAY=0.99, NOISE_STD_END=0.1,
+    TRANSFORMER_HEADS=2, LR_ACTOR=1e-3, LR_CRITIC=1e-3, NOISE_DECAY=0.99, NOISE_STD_END=0.1, PRETRAIN_UPDATES=300,
     EVAL_INTERVAL=0, PROGRESS_BAR=False, ENABLE_TENSORBOARD=False, ENABLE_MODEL_CHECKPOINTING=False,
-    NUM_THREADS=1,
+    NUM_THREADS=1, RANDOM_SEED=1,
 )
 
 
 @pytest.mark.slow
-def test_short_training_beats_random_on_time_rate() -> None:
+def test_short_training_reaches_the_greedy_dispatcher() -> None:
     config = Config(**SMALL_FLEET)
     result = train(config, log=lambda message: None)
     learned = run_episodes(config, algorithm_policy(MADDPG(result.agents, config)), episodes=32, seed=999)
+    greedy = run_episodes(config, reference_policy("greedy"), episodes=32, seed=999)
     random = run_episodes(config, reference_policy("random", seed=1), episodes=32, seed=999)
-    learned_rate, random_rate = learned["on_time_rate"].mean(), random["on_time_rate"].mean()
-    assert learned_rate >= random_rate + 0.25, (learned_rate, random_rate)
-    assert learned["reward"].mean() > random["reward"].mean()
+    learned_rate, greedy_rate = learned["on_time_rate"].mean(), greedy["on_time_rate"].mean()
+    assert learned_rate >= greedy_rate - 0.15, (learned_rate, greedy_rate)
+    assert learned["reward"].mean() > random["reward"].mean() and learned["conflicts"].sum() == 0
