@@ -4,7 +4,8 @@ Both run the same command, ``python main.py`` with the defaults and checkpoints,
 evaluation off, in an empty working folder (so no ``config.py`` is read). The time of 48 episodes after
 a one-round warm-up is ``T(56 episodes) - T(8 episodes)``, which leaves out start-up and the first
 round. Runs alternate between the two trees (same machine load for both), and the best of ``--repeats``
-is kept. The earlier commit is checked out with ``git worktree`` into a temporary folder.
+is kept; the children's CPU time is reported too (with ``--set NUM_THREADS=1`` it is the figure that a
+busy machine disturbs least). The earlier commit is checked out with ``git worktree`` into a temporary folder.
 
 The current tree runs with ``PRETRAIN_UPDATES=0`` by default (``--current-set``): the imitation
 pre-training is a one-time burst when warm-up ends (2000 updates, about the cost of 45 rounds' updates)
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -33,13 +35,17 @@ QUIET = ["--set", "ENABLE_MODEL_CHECKPOINTING=False", "--set", "ENABLE_TENSORBOA
          "--set", "EVAL_INTERVAL=0", "--set", "PROGRESS_BAR=False"]
 
 
-def run_seconds(tree: Path, episodes: int, extra: list[str]) -> float:
+def run_seconds(tree: Path, episodes: int, extra: list[str]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system of the child) of one training command."""
     with tempfile.TemporaryDirectory() as work:
         env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run([sys.executable, str(tree / "main.py"), "--set", f"NUM_EPISODES={episodes}", *QUIET, *extra],
                        cwd=work, env=env, check=True, stdout=subprocess.DEVNULL)
-        return time.perf_counter() - start
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def cpu_model() -> str:
@@ -67,21 +73,30 @@ def main() -> None:
         try:
             trees = {"baseline": (baseline, extra), "current": (ROOT, extra + current_only)}
             samples: dict[str, list[float]] = {name: [] for name in trees}
+            cpu: dict[str, list[float]] = {name: [] for name in trees}
             for _ in range(args.repeats):
                 for name, (tree, flags) in trees.items():
                     short, long = run_seconds(tree, 8, flags), run_seconds(tree, 56, flags)
-                    samples[name].append(long - short)
-                    print(f"{name:9s} 48 episodes: {long - short:7.1f} s  (56: {long:.1f} s, 8: {short:.1f} s)", flush=True)
-            pretrain = run_seconds(ROOT, 24, extra) - run_seconds(ROOT, 24, extra + ["--set", "PRETRAIN_UPDATES=0"])
-            print(f"current   one-time imitation pre-training (default PRETRAIN_UPDATES): {pretrain:.1f} s", flush=True)
+                    samples[name].append(long[0] - short[0])
+                    cpu[name].append(long[1] - short[1])
+                    print(f"{name:9s} 48 episodes: {long[0] - short[0]:7.1f} s wall, {long[1] - short[1]:7.1f} s CPU "
+                          f"(56: {long[0]:.1f} s, 8: {short[0]:.1f} s)", flush=True)
+            with_pretrain, without = run_seconds(ROOT, 24, extra), run_seconds(ROOT, 24, extra + ["--set", "PRETRAIN_UPDATES=0"])
+            pretrain = with_pretrain[0] - without[0]
+            print(f"current   one-time imitation pre-training (default PRETRAIN_UPDATES): {pretrain:.1f} s wall, "
+                  f"{with_pretrain[1] - without[1]:.1f} s CPU", flush=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)], check=False)
     best = {name: min(values) for name, values in samples.items()}
+    best_cpu = {name: min(values) for name, values in cpu.items()}
     speedup = best["baseline"] / best["current"]
-    print(f"best of {args.repeats}: baseline {best['baseline']:.1f} s, current {best['current']:.1f} s -> {speedup:.2f}x")
+    cpu_speedup = best_cpu["baseline"] / best_cpu["current"]
+    print(f"best of {args.repeats}: baseline {best['baseline']:.1f} s, current {best['current']:.1f} s -> {speedup:.2f}x wall; "
+          f"CPU {best_cpu['baseline']:.1f} s vs {best_cpu['current']:.1f} s -> {cpu_speedup:.2f}x")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "baseline": args.baseline, "extra": args.extra, "seconds_48_episodes": samples, "best": best,
+        "cpu_seconds_48_episodes": cpu, "best_cpu": best_cpu, "cpu_speedup": cpu_speedup,
         "speedup": speedup, "pretrain_seconds": pretrain, "current_only": args.current or ["PRETRAIN_UPDATES=0"],
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "load_average": os.getloadavg()},
     }, indent=2) + "\n")
