@@ -28,9 +28,11 @@ def random_obs(config: Config, batch: int, gen: torch.Generator) -> dict[str, to
     a = d.num_agents
     mask = torch.rand(batch, a, d.num_actions, generator=gen) < 0.5
     mask[..., d.num_points] = True  # stay is always allowed
+    points = torch.randn(batch, a, d.num_points, d.point, generator=gen)
+    points[..., d.active_column] = points[:, :1, :, d.active_column]  # a point is active for every agent alike
     return {
         "state": torch.randn(batch, a, d.state, generator=gen),
-        "point_features": torch.randn(batch, a, d.num_points, d.point, generator=gen),
+        "point_features": points,
         "other_obs": torch.randn(batch, a, d.other_rows, d.other, generator=gen),
         "action_mask": mask,
     }

@@ -12,8 +12,8 @@ from fleetmarl.learner.networks import (
     Actor,
     CentralCritic,
     PointEncoder,
-    masked_pool,
-    pack_active,
+    select_rows,
+    set_pool,
 )
 
 CONFIG = Config(NUM_AGENTS=3, NUM_POINTS=6, INITIAL_POINTS=3, HIDDEN_DIM=16, EMBED_DIM=8, TRANSFORMER_HEADS=2,
@@ -35,33 +35,40 @@ def test_encoder_is_invariant_to_point_order() -> None:
     encoder = PointEncoder(A, F_, 8, 2, 2)
     points = torch.randn(A, 4, N, F_)
     perm = torch.randperm(N)
-    tokens, pooled = encoder(points)
-    tokens_p, pooled_p = encoder(points[:, :, perm])
-    assert pooled.shape == (A, 4, 16) and tokens.shape == (A, 4, N, 8)
+    tokens, pooled = encoder(select_rows(points, None))
+    tokens_p, pooled_p = encoder(select_rows(points[:, :, perm], None))
+    assert pooled.shape == (A, 4, 16) and tokens.shape == (A, 4 * N, 8)
     torch.testing.assert_close(pooled_p, pooled, rtol=1e-5, atol=1e-5)
+    tokens, tokens_p = tokens.view(A, 4, N, 8), tokens_p.view(A, 4, N, 8)
     torch.testing.assert_close(tokens_p, tokens[:, :, perm], rtol=1e-5, atol=1e-5)  # equivariant tokens
 
 
-def test_padding_mask_hides_padded_rows() -> None:
+def test_rows_of_other_samples_and_inactive_rows_change_nothing() -> None:
+    """Each sample's set is encoded on its own: padding, other samples and inactive rows do not leak in."""
     torch.manual_seed(1)
     encoder = PointEncoder(A, F_, 8, 2, 1)
-    points = torch.randn(A, 2, 6, F_)
-    mask = torch.tensor([[True, True, True, False, False, False]] * 2).expand(A, 2, 6)
+    active = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    points = points_with_active(2, active)
     junk = points.clone()
-    junk[:, :, 3:] = torch.randn(A, 2, 3, F_) * 100
-    torch.testing.assert_close(encoder(points, mask)[1], encoder(junk, mask)[1])
-    torch.testing.assert_close(encoder(points, mask)[1], encoder(points[:, :, :3])[1])
-    assert torch.equal(masked_pool(torch.randn(2, 4, 3), torch.zeros(2, 4, dtype=torch.bool)), torch.zeros(2, 6))
+    junk[:, :, 3:, : POINT["active"]] = torch.randn(A, 2, 3, POINT["active"]) * 100
+    _, pooled = encoder(select_rows(points, POINT["active"]))
+    torch.testing.assert_close(encoder(select_rows(junk, POINT["active"]))[1], pooled)
+    alone = encoder(select_rows(points[:, :1, :3], None))[1]  # the first sample's three rows by themselves
+    torch.testing.assert_close(pooled[:, :1], alone, rtol=1e-5, atol=1e-5)
+    empty = points_with_active(1, torch.zeros(1, N, dtype=torch.bool))
+    assert torch.equal(encoder(select_rows(empty, POINT["active"]))[1], torch.zeros(A, 1, 16))
+    assert set_pool(torch.zeros(2, 0, 3)).shape == (2, 6)
 
 
-def test_pack_active_keeps_active_rows_in_order() -> None:
+def test_select_rows_keeps_active_rows_in_order() -> None:
     active = torch.tensor([[0, 1, 0, 1, 0, 0], [0, 0, 0, 0, 0, 0]], dtype=torch.bool)
     points = points_with_active(2, active)
-    packed, keep, slots = pack_active(points, POINT["active"])
-    assert packed.shape == (A, 2, 2, F_)
-    assert slots[0, 0].tolist() == [1, 3] and keep[0, 0].tolist() == [True, True]
-    assert keep[0, 1].tolist() == [False, False]  # an empty set: padding only
-    torch.testing.assert_close(packed[:, 0], points[:, 0, [1, 3]])
+    rows = select_rows(points, POINT["active"])
+    assert rows.rows.shape == (A, 2, F_) and rows.width == 2
+    assert rows.sample.tolist() == [0, 0] and rows.slot.tolist() == [1, 3] and rows.count.tolist() == [2, 0]
+    torch.testing.assert_close(rows.rows, points[:, 0, [1, 3]])
+    padded = rows.pad(rows.rows)
+    assert padded.shape == (A, 2, 2, F_) and torch.equal(rows.unpad(padded), rows.rows)
 
 
 def test_actor_ignores_inactive_slots_and_never_picks_them() -> None:

@@ -33,6 +33,7 @@ Why these networks:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -87,23 +88,11 @@ class StackedLayerNorm(nn.Module):
         return out.view(x.shape)
 
 
-def masked_pool(tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Permutation-invariant pooling: mean and max over points, concatenated.
-
-    tokens (..., N, E), mask (..., N) bool (True = a real point) or None -> (..., 2E).
-    Masked rows contribute to neither; a set with no point pools to zeros.
-    """
+def set_pool(tokens: torch.Tensor) -> torch.Tensor:
+    """Permutation-invariant pooling of a dense set: mean and max over points, (..., N, E) -> (..., 2E)."""
     if tokens.shape[-2] == 0:
         return tokens.new_zeros(*tokens.shape[:-2], 2 * tokens.shape[-1])
-    if mask is None:
-        return torch.cat([tokens.mean(-2), tokens.amax(-2)], dim=-1)
-    keep = mask.unsqueeze(-1).to(tokens.dtype)
-    count = keep.sum(-2).clamp_min(1.0)
-    mean = (tokens * keep).sum(-2) / count
-    neg = torch.finfo(tokens.dtype).min  # max over real rows only; an all-empty set gives 0, not -inf
-    peak = tokens.masked_fill(~mask.unsqueeze(-1), neg).amax(-2)
-    peak = torch.where(mask.any(-1, keepdim=True), peak, torch.zeros_like(peak))
-    return torch.cat([mean, peak], dim=-1)
+    return torch.cat([tokens.mean(-2), tokens.amax(-2)], dim=-1)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -118,7 +107,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     scores = torch.matmul(q, k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    return torch.matmul(scores.softmax(-1).to(v.dtype), v)
+    # softmax written out: over a last dim of ~10 keys, torch's CPU softmax kernel is ~5x slower than this
+    weights = (scores - scores.amax(-1, keepdim=True)).exp()
+    weights = weights / weights.sum(-1, keepdim=True)
+    return torch.matmul(weights.to(v.dtype), v)
 
 
 class AttentionBlock(nn.Module):
@@ -136,24 +128,24 @@ class AttentionBlock(nn.Module):
         self.ff_in = StackedLinear(agents, dim, ff_dim)
         self.ff_out = StackedLinear(agents, ff_dim, dim)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        a, b, n, dim = x.shape
-        qkv = self.qkv(self.norm_attn(x))  # (A, B, N, 3E)
-        # agents and batch fold into one dim: a single fused attention call serves every agent
-        q, k, v = qkv.view(a * b, n, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
-        attn_mask = None
-        if mask is not None:
-            keys = mask | ~mask.any(-1, keepdim=True)  # a fully padded set attends to everything (no NaN)
-            attn_mask = keys.reshape(a * b, 1, 1, n)
-        attended = attention(q, k, v, attn_mask)  # (A*B, heads, N, E/heads)
-        x = x + self.proj(attended.transpose(1, 2).reshape(a, b, n, dim))
+    def forward(self, x: torch.Tensor, rows: PointRows) -> torch.Tensor:
+        """x (A, T, E) flat rows; only attention needs them laid out per sample, padded to ``rows.width``."""
+        a, dim = x.shape[0], x.shape[-1]
+        b, w = rows.batch, rows.width
+        qkv = rows.pad(self.qkv(self.norm_attn(x)))  # (A, B, W, 3E)
+        # agents and batch fold into one dim: a single attention call serves every agent
+        q, k, v = qkv.view(a * b, w, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        attended = attention(q, k, v, rows.key_mask(a))  # (A*B, heads, W, E/heads)
+        x = x + self.proj(rows.unpad(attended.transpose(1, 2).reshape(a, b, w, dim)))
         return x + self.ff_out(F.relu(self.ff_in(self.norm_ff(x))))
 
 
 class PointEncoder(nn.Module):
-    """Transformer over a set of points: (A, B, N, F) [+ mask (A, B, N)] -> tokens (A, B, N, E), pooled (A, B, 2E).
+    """Transformer over each sample's set of point rows: :class:`PointRows` -> tokens (A, T, E), pooled (A, B, 2E).
 
-    Tokens are permutation-equivariant, the pooled vector (mean and max) permutation-invariant.
+    Tokens are permutation-equivariant, the pooled vector (mean and max over a sample's rows)
+    permutation-invariant; a sample without rows pools to zeros. Shapes as in BenchMARL's set encoders,
+    with the batch ragged: ``(A, T, .)`` where T is the total number of rows over the batch.
     """
 
     def __init__(self, agents: int, point_dim: int, embed_dim: int, heads: int, layers: int) -> None:
@@ -168,12 +160,12 @@ class PointEncoder(nn.Module):
     def pooled_dim(self) -> int:
         return 2 * self.embed_dim
 
-    def forward(self, points: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.input(points)
+    def forward(self, rows: PointRows) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.input(rows.rows)
         for block in self.blocks:
-            x = block(x, mask)
+            x = block(x, rows)
         tokens = self.norm(x)
-        return tokens, masked_pool(tokens, mask)
+        return tokens, rows.pool(tokens)
 
 
 INACTIVE_LOGIT = -1e4
@@ -181,33 +173,82 @@ INACTIVE_LOGIT = -1e4
 (the guide's ``agent.act(state, point_features, other_obs)`` passes none), and finite in bf16."""
 
 
-def pack_active(points: torch.Tensor, active_column: int | None) -> tuple[torch.Tensor, torch.Tensor | None,
-                                                                          torch.Tensor | None]:
-    """Keep only the point rows that hold an active point, padded to the batch's largest count.
+@dataclass(frozen=True)
+class PointRows:
+    """The point rows an encoder reads, flattened over the batch: each sample keeps a ragged set.
 
-    points (A, B, N, F) -> packed (A, B, N', F), keep (A, B, N') bool (False = padding), slots (A, B, N')
-    (each packed row's original index). Why: in ``full`` most slots are empty, served or missed (2.5 of
-    30 are active on average under the greedy dispatcher), they can never be chosen, and an encoder over
-    all 30 rows spends most of the update's time on them and dilutes the pooled vector. With
-    ``active_column`` None every row is kept (keep and slots are None).
+    ``rows`` (A, T, F) holds the kept rows of every sample one after another (T in all); ``sample`` (T,)
+    says which batch entry each row belongs to, ``slot`` (T,) which of the N points it is, ``count`` (B,)
+    how many rows each sample kept, ``width`` the largest count (at least 1). Per-row layers run on the
+    T rows alone; only attention and pooling lay them out per sample (:meth:`pad`).
     """
+
+    rows: torch.Tensor
+    sample: torch.Tensor
+    slot: torch.Tensor
+    count: torch.Tensor
+    width: int
+    num_points: int
+    place: torch.Tensor  # (T,) position of each row in its sample's padded layout: sample * width + i
+
+    @property
+    def batch(self) -> int:
+        return self.count.shape[0]
+
+    def pad(self, x: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+        """(A, T, C) -> (A, B, width, C); the places no row fills hold ``fill``."""
+        a, c = x.shape[0], x.shape[-1]
+        out = x.new_full((a, self.batch * self.width, c), fill).index_copy(1, self.place, x)
+        return out.view(a, self.batch, self.width, c)
+
+    def unpad(self, y: torch.Tensor) -> torch.Tensor:
+        """(A, B, width, C) -> (A, T, C): the inverse of :meth:`pad`."""
+        return y.reshape(y.shape[0], -1, y.shape[-1]).index_select(1, self.place)
+
+    def key_mask(self, agents: int) -> torch.Tensor | None:
+        """Attention mask (A*B, 1, 1, width), True = a real row; None when every sample is full."""
+        if bool((self.count == self.width).all()):
+            return None
+        keys = torch.arange(self.width, device=self.count.device) < self.count.unsqueeze(-1)  # (B, W)
+        keys = keys | ~keys.any(-1, keepdim=True)  # a sample without rows attends to its padding (no NaN)
+        return keys.repeat(agents, 1).view(agents * self.batch, 1, 1, self.width)
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Mean and max over each sample's rows: (A, T, E) -> (A, B, 2E); a sample without rows gives 0."""
+        a, e = tokens.shape[0], tokens.shape[-1]
+        total = tokens.new_zeros(a, self.batch, e).index_add(1, self.sample, tokens)
+        mean = total / self.count.clamp_min(1).unsqueeze(-1).to(tokens.dtype)
+        peak = self.pad(tokens, torch.finfo(tokens.dtype).min).amax(2)
+        peak = torch.where((self.count > 0).unsqueeze(-1), peak, torch.zeros_like(peak))
+        return torch.cat([mean, peak], dim=-1)
+
+    def scatter_logits(self, scores: torch.Tensor, fill: float) -> torch.Tensor:
+        """Per-row scores (A, T) onto every point slot (A, B, N); slots without a row get ``fill``."""
+        a = scores.shape[0]
+        out = scores.new_full((a, self.batch * self.num_points), fill)
+        out = out.index_copy(1, self.sample * self.num_points + self.slot, scores)
+        return out.view(a, self.batch, self.num_points)
+
+
+def select_rows(points: torch.Tensor, active_column: int | None) -> PointRows:
+    """The rows of points (A, B, N, F) that hold an active point (all rows when ``active_column`` is None).
+
+    Why: in ``full`` most slots are empty, served or missed (2.5 of 30 are active on average under the
+    greedy dispatcher, at most 12 in a batch of 512); they can never be chosen, and an encoder over all 30
+    rows would spend most of the update's time on them and dilute the pooled vector. The active column
+    is the same for every agent, so agent 0's row decides. One host sync per forward (the width).
+    """
+    a, b, n, _ = points.shape
     if active_column is None:
-        return points, None, None
-    active = points[..., active_column] > 0.5  # (A, B, N)
-    width = max(1, int(active.sum(-1).max()))  # one host sync per forward; a set may be empty
-    slots = torch.argsort((~active).to(torch.uint8), dim=-1, stable=True)[..., :width]  # active rows first
-    keep = torch.gather(active, -1, slots)
-    packed = torch.gather(points, -2, slots.unsqueeze(-1).expand(*slots.shape, points.shape[-1]))
-    return packed, keep, slots
-
-
-def unpack_logits(packed: torch.Tensor, keep: torch.Tensor | None, slots: torch.Tensor | None,
-                  num_points: int) -> torch.Tensor:
-    """Packed point logits (A, B, N') back to every slot (A, B, N); inactive slots get INACTIVE_LOGIT."""
-    if slots is None:
-        return packed
-    full = packed.new_full((*packed.shape[:-1], num_points), INACTIVE_LOGIT)
-    return full.scatter(-1, slots, packed.masked_fill(~keep, INACTIVE_LOGIT))
+        keep = torch.ones(b, n, dtype=torch.bool, device=points.device)
+    else:
+        keep = points[0, :, :, active_column] > 0.5  # (B, N)
+    sample, slot = keep.nonzero(as_tuple=True)  # row-major: each sample's rows together, in slot order
+    count = keep.sum(-1)
+    width = max(1, int(count.max())) if b else 1
+    first = torch.cumsum(count, 0) - count  # index in the flat rows of each sample's first row
+    place = sample * width + (torch.arange(sample.shape[0], device=points.device) - first[sample])
+    return PointRows(points[:, sample, slot], sample, slot, count, width, n, place)
 
 
 class Actor(nn.Module):
@@ -216,7 +257,7 @@ class Actor(nn.Module):
     Inputs: state (A, B, S), point_features (A, B, N, F), other_obs (A, B, A-1, O). Output: discrete ->
     logits (A, B, K) (points first, then stay, return; slots without an active point INACTIVE_LOGIT);
     continuous -> actions in [-1, 1] (A, B, D). The encoder reads only the active points
-    (:func:`pack_active`) when ``dims.active_column`` names the column that says which they are.
+    (:func:`select_rows`) when ``dims.active_column`` names the column that says which they are.
     """
 
     def __init__(self, agents: int, dims: ObservationDims, hidden_dim: int, embed_dim: int, heads: int,
@@ -239,15 +280,15 @@ class Actor(nn.Module):
             self.extra_head = StackedLinear(agents, hidden_dim, dims.num_actions - dims.num_points)
 
     def forward(self, state: torch.Tensor, point_features: torch.Tensor, other_obs: torch.Tensor) -> torch.Tensor:
-        points, keep, slots = pack_active(point_features, self.active_column)
-        tokens, pooled = self.encoder(points, keep)
+        rows = select_rows(point_features, self.active_column)
+        tokens, pooled = self.encoder(rows)  # (A, T, E), (A, B, 2E)
         context = self.context(torch.cat([state, other_obs.flatten(-2), pooled], dim=-1))  # (A, B, H)
         if self.continuous:
             return torch.tanh(self.action_head(context))
-        # point_key's bias joins the (A, B, E) query rather than the (A, B, N, E) keys: one add fewer per row
+        # point_key's bias joins the (A, B, E) query rather than the (A, T, E) keys: one add fewer per row
         query = self.point_query(context) + self.point_key.bias.unsqueeze(1)
-        hidden = F.relu(self.point_key(tokens, bias=False) + query.unsqueeze(-2))  # (A, B, N, E)
-        point_logits = unpack_logits(self.point_score(hidden).squeeze(-1).float(), keep, slots, self.num_points)
+        hidden = F.relu(self.point_key(tokens, bias=False) + query.index_select(1, rows.sample))  # (A, T, E)
+        point_logits = rows.scatter_logits(self.point_score(hidden).squeeze(-1).float(), INACTIVE_LOGIT)
         return torch.cat([point_logits, self.extra_head(context).float()], dim=-1)  # (A, B, K)
 
 
@@ -282,7 +323,7 @@ class CentralCritic(nn.Module):
         """(A, B, N, F) -> tokens (A, B, N, E), pooled (A, B, 2E). Independent of the actions, so the
         actor loss reuses it from the critic loss."""
         tokens = self.encoder(point_features)
-        return tokens, masked_pool(tokens)
+        return tokens, set_pool(tokens)
 
     def forward(self, tokens: torch.Tensor, pooled: torch.Tensor, states: torch.Tensor,
                 actions: torch.Tensor) -> torch.Tensor:
