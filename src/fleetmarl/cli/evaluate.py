@@ -54,13 +54,18 @@ def _add_run_flags(parser: argparse.ArgumentParser, *, episodes: bool = True) ->
     add_config_flags(parser)
 
 
+def _add_entry_flags(parser: argparse.ArgumentParser, verb: str) -> None:
+    """What eval and render run: a checkpoint folder, or a reference policy with --policy."""
+    parser.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT", help="a checkpoint folder")
+    parser.add_argument("--policy", choices=REFERENCE_POLICIES, help=f"{verb} a reference policy instead")
+
+
 def _register_eval(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval", help="run a checkpoint (or a reference policy) without noise on seeded episodes",
         description="Evaluate a trained checkpoint, or a reference policy with --policy, on the same seeded "
                     "episodes; print each domain metric as mean ± std.")
-    parser.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT", help="a checkpoint folder")
-    parser.add_argument("--policy", choices=REFERENCE_POLICIES, help="evaluate a reference policy instead")
+    _add_entry_flags(parser, "evaluate")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     _add_run_flags(parser)
     parser.set_defaults(handler=run_eval)
@@ -85,8 +90,7 @@ def _register_render(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "render", help="draw one episode: the map, the points and each vehicle's path (PNG, or GIF animation)",
         description="Run one seeded episode and draw it. -o ending in .gif writes an animation.")
-    parser.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT", help="a checkpoint folder")
-    parser.add_argument("--policy", choices=REFERENCE_POLICIES, help="render a reference policy instead")
+    _add_entry_flags(parser, "render")
     parser.add_argument("-o", "--output", required=True, metavar="FILE", help="episode.png or episode.gif")
     parser.add_argument("--fps", type=_positive_int, default=8, help="GIF frames per second (default 8)")
     parser.add_argument("--every", type=_positive_int, default=None, metavar="K",
