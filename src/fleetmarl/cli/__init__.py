@@ -1,4 +1,4 @@
-"""Command line: ``fleetmarl train|eval|compare|render|plot|ckpt`` (design §5).
+"""fleetmarl: train a MADDPG vehicle fleet, evaluate and compare it, and manage its checkpoints.
 
 ``python main.py [flags]`` is ``fleetmarl train [flags]``. Every user mistake ends as one line
 ``fleetmarl: ...`` on stderr and exit status 2; a failure at run time exits 1; no tracebacks for
