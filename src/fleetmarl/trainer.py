@@ -30,7 +30,7 @@ from fleetmarl import checkpoint as ckpt
 from fleetmarl.config import Config
 from fleetmarl.device import resolve_device
 from fleetmarl.envs import BatchedSamplingEnv
-from fleetmarl.envs.policies import greedy_policy, random_policy, reference_policy
+from fleetmarl.envs.policies import random_policy, reference_policy
 from fleetmarl.envs.spaces import observation_dims
 from fleetmarl.errors import CheckpointError, FleetmarlError
 from fleetmarl.eval.evaluation import default_eval_seed, evaluate_algorithm
@@ -98,7 +98,8 @@ class Trainer:
         torch.manual_seed(config.RANDOM_SEED)
         self.rng = np.random.default_rng(config.RANDOM_SEED)
         self.agents = build_agents(config, self.device)
-        self.algo = MADDPG(self.agents, config, teacher=greedy_policy if config.TEACHER_POLICY == "greedy" else None)
+        teacher = None if config.TEACHER_POLICY == "none" else reference_policy(config.TEACHER_POLICY, config=config)
+        self.algo = MADDPG(self.agents, config, teacher=teacher)
         self.buffer = ReplayBuffer(config, self.dims, seed=config.RANDOM_SEED + 1)
         self.env = BatchedSamplingEnv(config, num_envs=config.NUM_ENVS)
         self.state = RunState()
