@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import shutil
 import socket
@@ -105,7 +106,8 @@ def test_stall_and_bytes_are_logged_at_each_checkpoint(tmp_path: Path) -> None:
     stalls = acc.Scalars(TAG_CHECKPOINT_STALL)
     written = acc.Scalars(TAG_CHECKPOINT_BYTES)
     assert [e.step for e in stalls] == [4, 8, 12, 16] == [e.step for e in written]
-    assert all(0 < e.value < 5000 for e in stalls) and all(e.value > 0 for e in written)
+    # that the stall is measured and logged; how long it is belongs to benchmarks/bench_checkpoint.py
+    assert all(e.value > 0 and math.isfinite(e.value) for e in stalls) and all(e.value > 0 for e in written)
 
 
 # ---------------------------------------------------------------------- one trainer per folder
