@@ -166,8 +166,9 @@ class Config:
     than the actor's (Q-filtered behaviour cloning); 'none' turns it off"""
     BC_WEIGHT: float = 1.0
     """weight of the Q-filtered imitation term in the actor loss at episode 0"""
-    BC_EPISODES: int = 1000
-    """the imitation weight falls linearly to 0 at this episode"""
+    BC_EPISODES: int = 0
+    """the imitation weight falls linearly to 0 at this episode; 0 keeps it at BC_WEIGHT for the whole run
+    (annealed away, the fleet drifts below the teacher: docs/training.md)"""
     PRETRAIN_UPDATES: int = 2000
     """updates run at once when warm-up ends, in which the actor only imitates the warm-up dispatcher's stored
     choices (the critic learns as usual), so acting starts at its level; 0 = none (and none after a random warm-up)"""
