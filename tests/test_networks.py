@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from fleetmarl.config import Config
 from fleetmarl.envs.spaces import POINT, observation_dims
-from fleetmarl.learner import build_agents
+from fleetmarl.learner import build_agents, networks
 from fleetmarl.learner.networks import (
     INACTIVE_LOGIT,
     Actor,
@@ -64,11 +65,30 @@ def test_select_rows_keeps_active_rows_in_order() -> None:
     active = torch.tensor([[0, 1, 0, 1, 0, 0], [0, 0, 0, 0, 0, 0]], dtype=torch.bool)
     points = points_with_active(2, active)
     rows = select_rows(points, POINT["active"])
-    assert rows.rows.shape == (A, 2, F_) and rows.width == 2
+    assert rows.rows.shape == (A, 2, F_)
     assert rows.sample.tolist() == [0, 0] and rows.slot.tolist() == [1, 3] and rows.count.tolist() == [2, 0]
     torch.testing.assert_close(rows.rows, points[:, 0, [1, 3]])
-    padded = rows.pad(rows.rows)
-    assert padded.shape == (A, 2, 2, F_) and torch.equal(rows.unpad(padded), rows.rows)
+    (group,) = rows.groups  # the sample without rows is in no attention group
+    assert group.width == 2 and group.count.tolist() == [2]
+    padded = group.pad(rows.rows.index_select(1, group.rows))
+    assert padded.shape == (A, 1, 2, F_) and torch.equal(group.unpad(padded), rows.rows)
+
+
+def test_attention_groups_change_no_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Grouping samples by row count (less padding) gives the tokens of padding all to the widest."""
+    torch.manual_seed(3)
+    encoder = PointEncoder(A, F_, 8, 2, 2)
+    active = torch.rand(16, 6) < torch.linspace(0.05, 0.95, 16).unsqueeze(-1)  # 0-6 rows per sample
+    points = points_with_active(16, active)
+    rows = select_rows(points, POINT["active"])
+    assert len(rows.groups) == networks.ATTENTION_GROUPS
+    assert sorted(torch.cat([g.rows for g in rows.groups]).tolist()) == list(range(rows.rows.shape[1]))
+    grouped = encoder(rows)
+    monkeypatch.setattr(networks, "ATTENTION_GROUPS", 1)
+    single = select_rows(points, POINT["active"])
+    assert len(single.groups) == 1
+    for got, want in zip(grouped, encoder(single), strict=True):
+        torch.testing.assert_close(got, want)
 
 
 def test_actor_ignores_inactive_slots_and_never_picks_them() -> None:
@@ -103,15 +123,15 @@ def test_critic_reads_the_chosen_point() -> None:
     points = torch.randn(A, 4, N, F_)
     states = torch.randn(4, A, DIMS.state)
     actions = torch.nn.functional.one_hot(torch.randint(0, DIMS.num_actions, (4, A)), DIMS.num_actions).float()
-    q = critic(*critic.embed_points(points), states, actions)
+    q = critic(critic.embed_points(points), states, actions)
     assert q.shape == (A, 4)
     # Q depends on the chosen point's *features*, not on its slot number
     perm = torch.randperm(N)
     moved = actions.clone()
     moved[..., :N] = actions[..., :N][..., perm]
-    torch.testing.assert_close(critic(*critic.embed_points(points[:, :, perm]), states, moved), q, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(critic(critic.embed_points(points[:, :, perm]), states, moved), q, rtol=1e-5, atol=1e-5)
     actions.requires_grad_(True)
-    critic(*critic.embed_points(points), states, actions).sum().backward()
+    critic(critic.embed_points(points), states, actions).sum().backward()
     assert actions.grad is not None and actions.grad.abs().sum() > 0
 
 

@@ -93,6 +93,16 @@ class AgentTeam(nn.Module):
         column = self.dims.active_column if rows == "active" else None
         self.actor.active_column = self.actor_target.active_column = column
 
+    @property
+    def critic_rows(self) -> str:
+        """"active" when the critics encode only active points, "all" when every slot (files before 0.2.1)."""
+        return "all" if self.critic.active_column is None else "active"
+
+    def set_critic_rows(self, rows: str) -> None:
+        """The critics' counterpart of :meth:`set_point_rows`: a resumed run keeps the maths it was trained with."""
+        column = self.dims.active_column if rows == "active" else None
+        self.critic.active_column = self.critic_target.active_column = column
+
     def set_lr_episode(self, episode: int) -> None:
         """Every optimizer's learning rate = its start value x ``lr_factor(config, episode)``."""
         factor = lr_factor(self.config, episode)
@@ -285,6 +295,7 @@ class MADDPGAgent(nn.Module):
             "num_actions": d.num_actions, "hidden_dim": c.HIDDEN_DIM, "embed_dim": c.EMBED_DIM,
             "transformer_heads": c.TRANSFORMER_HEADS, "transformer_layers": c.TRANSFORMER_LAYERS,
             "action_type": self.action_type, "point_rows": self.team.point_rows,
+            "critic_rows": self.team.critic_rows,
         }
 
     def checkpoint_state(self) -> dict[str, Any]:
@@ -311,6 +322,7 @@ class MADDPGAgent(nn.Module):
         """Restore exactly what :meth:`checkpoint_state` saved into this agent's slice (on the team's device)."""
         self._check_meta(state.get("meta"))
         self.team.set_point_rows(state["meta"].get("point_rows", "all"))  # files before 0.2 read every slot
+        self.team.set_critic_rows(state["meta"].get("critic_rows", "all"))  # so did critics before 0.2.1
         modules, optimizers = self._get_torch_save_params()
         missing = [k for k in (*modules, *optimizers) if k not in state]
         if missing:

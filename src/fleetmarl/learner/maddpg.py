@@ -43,7 +43,7 @@ from fleetmarl.learner.actions import (
     straight_through_gumbel,
 )
 from fleetmarl.learner.agent import AgentTeam, MADDPGAgent
-from fleetmarl.learner.networks import INACTIVE_LOGIT
+from fleetmarl.learner.networks import INACTIVE_LOGIT, EmbeddedPoints
 from fleetmarl.learner.precision import autocast_dtype
 from fleetmarl.learner.schedules import bc_weight
 
@@ -67,8 +67,7 @@ class CriticStep:
     td: torch.Tensor
     q: torch.Tensor
     y: torch.Tensor
-    tokens: torch.Tensor
-    pooled: torch.Tensor
+    points: EmbeddedPoints
 
 
 class MADDPG:
@@ -186,17 +185,17 @@ class MADDPG:
             target_actions = self._target_actions(next_obs)  # (B, A, K|D)
             next_points = next_obs["point_features"].to(torch.float32).transpose(0, 1)
             target = team.critic_target
-            q_next = target(*target.embed_points(next_points),
+            q_next = target(target.embed_points(next_points),
                             next_obs["state"].to(torch.float32), target_actions).float()  # (A, B)
             not_done = 1.0 - batch.dones.to(torch.float32)
             y = batch.rewards.to(torch.float32).transpose(0, 1) + c.GAMMA * not_done * q_next  # (A, B)
         points = batch.obs["point_features"].to(torch.float32).transpose(0, 1)  # (A, B, N, F)
-        tokens, pooled = team.critic.embed_points(points)  # (A, B, N, E), (A, B, 2E)
-        q = team.critic(tokens, pooled, batch.obs["state"].to(torch.float32),
+        embedded = team.critic.embed_points(points)
+        q = team.critic(embedded, batch.obs["state"].to(torch.float32),
                         self._replay_actions(batch.actions)).float()  # (A, B)
         td = q - y
         losses = (batch.weights.to(torch.float32) * td.square()).mean(-1)  # (A,)
-        return CriticStep(losses, td, q, y, tokens, pooled)
+        return CriticStep(losses, td, q, y, embedded)
 
     def actor_loss(self, batch: Batch, critic: CriticStep) -> torch.Tensor:
         """-Q_i of agent i's fresh action with the others' replayed ones, plus Q-filtered imitation, per agent (A,)."""
@@ -251,7 +250,7 @@ class MADDPG:
         weights and point tokens detached: the actor loss must not train the critic."""
         joint = torch.where(self._eye[:, None, :, None], own.unsqueeze(2), replayed.unsqueeze(0))  # (A, B, A, K|D)
         frozen = {name: p.detach() for name, p in self.team.critic.named_parameters()}
-        args = (critic.tokens.detach(), critic.pooled.detach(), obs["state"].to(torch.float32), joint)
+        args = (critic.points.detach(), obs["state"].to(torch.float32), joint)
         return torch.func.functional_call(self.team.critic, frozen, args).float()
 
     def _target_actions(self, next_obs: dict[str, torch.Tensor]) -> torch.Tensor:
