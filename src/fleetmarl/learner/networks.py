@@ -287,7 +287,7 @@ def select_rows(points: torch.Tensor, active_column: int | None) -> PointRows:
     rows would spend most of the update's time on them and dilute the pooled vector. The active column
     is the same for every agent, so agent 0's row decides.
     """
-    a, b, n, f = points.shape
+    a, b, n, _ = points.shape
     if active_column is None:
         keep = torch.ones(b, n, dtype=torch.bool, device=points.device)
     else:
@@ -300,7 +300,7 @@ def select_rows(points: torch.Tensor, active_column: int | None) -> PointRows:
     if groups:
         order = torch.cat([group.rows for group in groups])
         regroup[order] = torch.arange(order.shape[0], device=points.device)
-    rows = points.reshape(a, b * n, f).index_select(1, flat)
+    rows = points[:, sample, slot]  # (A, T, F); indexing reads a transposed (agent-major) view without a copy
     return PointRows(rows, sample, slot, count, n, groups, regroup)
 
 
