@@ -172,7 +172,7 @@ class FleetFrameCodec:
         where: dict[int, tuple[str, int]] = {int(c): ("vehicle", i) for i, c in enumerate(_VEHICLE_POINT)}
         where[_FEASIBLE] = ("feasible", 0)
         where.update({int(c): ("shared", i) for i, c in enumerate(_SHARED_POINT)})
-        self._point_source = [where[c] for c in range(len(POINT_COLUMNS))]
+        self._point_runs = _runs([where[c] for c in range(len(POINT_COLUMNS))])
 
     def problem(self, obs: Mapping[str, np.ndarray]) -> str | None:
         """Why ``obs`` does not have the fleet structure this codec relies on, or None."""
@@ -214,18 +214,29 @@ class FleetFrameCodec:
         mask = _unpack_mask(frames["action_mask"], d.num_actions)
         points = np.empty((n, d.num_agents, d.num_points, d.point), dtype=np.float32)
         vehicle, shared = frames["point_vehicle"], frames["point_shared"][:, None]
-        for column, (source, index) in enumerate(self._point_source):
-            if source == "vehicle":
-                points[..., column] = vehicle[..., index]
-            elif source == "shared":
-                points[..., column] = shared[..., index]
-            else:
-                points[..., column] = mask[..., : d.num_points]
+        sources = {"vehicle": vehicle, "shared": shared, "feasible": mask[..., : d.num_points, None]}
+        for start, stop, source, first in self._point_runs:  # a few slice copies, not one per column
+            points[..., start:stop] = sources[source][..., first:first + stop - start]
         other = np.empty((n, d.num_agents, d.other_rows, d.other), dtype=np.float32)
         if d.other_rows:
             other[..., _OTHER_RELATIVE] = frames["other_relative"]
             other[..., _OTHER_FROM_STATE] = state[:, self.others][..., _STATE_FOR_OTHER]
         return {"state": state, "point_features": points, "other_obs": other, "action_mask": mask}
+
+
+def _runs(sources: list[tuple[str, int]]) -> list[tuple[int, int, str, int]]:
+    """Output columns [start, stop) that copy consecutive columns of one source from ``first`` on.
+
+    ``sources[c]`` = (source name, column in it) for each output column c.
+    """
+    runs: list[tuple[int, int, str, int]] = []
+    for column, (source, index) in enumerate(sources):
+        if runs and runs[-1][2] == source and runs[-1][3] + (column - runs[-1][0]) == index:
+            start, _, _, first = runs[-1]
+            runs[-1] = (start, column + 1, source, first)
+        else:
+            runs.append((column, column + 1, source, index))
+    return runs
 
 
 CODECS = {"plain": PlainFrameCodec, "fleet": FleetFrameCodec}
