@@ -13,6 +13,11 @@ that would otherwise fall inside these 48 episodes; its cost is reported on its 
 
     python benchmarks/bench_train.py                        # against 9b4b01c (fleetmarl 0.1)
     python benchmarks/bench_train.py --baseline HEAD~3 --repeats 3
+    python benchmarks/bench_train.py --start 32 --current-set none   # both at their defaults, after warm-up
+
+With ``--start 32`` the timed episodes 32-80 come after the current tree's greedy warm-up (4096
+transitions, three rounds) and its pre-training burst, so both trees' loops run as in a real default
+run; ``--current-set none`` keeps the current tree at its defaults.
 
 Prints a table and writes ``benchmarks/results/train_speed.json``.
 """
@@ -31,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "train_speed.json"
+"""Each run writes here; ``--out`` names another file (e.g. one per protocol)."""
 QUIET = ["--set", "ENABLE_MODEL_CHECKPOINTING=False", "--set", "ENABLE_TENSORBOARD=False",
          "--set", "EVAL_INTERVAL=0", "--set", "PROGRESS_BAR=False"]
 
@@ -62,10 +68,14 @@ def main() -> None:
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                         help="extra config override for both (e.g. NUM_THREADS=1)")
     parser.add_argument("--current-set", dest="current", action="append", default=None, metavar="KEY=VALUE",
-                        help="override for the current tree only (default PRETRAIN_UPDATES=0)")
+                        help="override for the current tree only (default PRETRAIN_UPDATES=0; 'none' for none)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON to write (default {RESULTS.relative_to(ROOT)})")
+    parser.add_argument("--start", type=int, default=8,
+                        help="episodes before the timed 48 (default 8: one round; 32 = after the current "
+                             "tree's greedy warm-up and its pre-training burst, so both loops are in steady state)")
     args = parser.parse_args()
     extra = [item for kv in args.extra for item in ("--set", kv)]
-    current_only = [item for kv in (args.current or ["PRETRAIN_UPDATES=0"]) for item in ("--set", kv)]
+    current_only = [item for kv in (args.current or ["PRETRAIN_UPDATES=0"]) if kv != "none" for item in ("--set", kv)]
     with tempfile.TemporaryDirectory() as tmp:
         baseline = Path(tmp) / "baseline"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(baseline), args.baseline],
@@ -76,11 +86,11 @@ def main() -> None:
             cpu: dict[str, list[float]] = {name: [] for name in trees}
             for _ in range(args.repeats):
                 for name, (tree, flags) in trees.items():
-                    short, long = run_seconds(tree, 8, flags), run_seconds(tree, 56, flags)
+                    short, long = run_seconds(tree, args.start, flags), run_seconds(tree, args.start + 48, flags)
                     samples[name].append(long[0] - short[0])
                     cpu[name].append(long[1] - short[1])
                     print(f"{name:9s} 48 episodes: {long[0] - short[0]:7.1f} s wall, {long[1] - short[1]:7.1f} s CPU "
-                          f"(56: {long[0]:.1f} s, 8: {short[0]:.1f} s)", flush=True)
+                          f"({args.start + 48}: {long[0]:.1f} s, {args.start}: {short[0]:.1f} s)", flush=True)
             with_pretrain, without = run_seconds(ROOT, 24, extra), run_seconds(ROOT, 24, extra + ["--set", "PRETRAIN_UPDATES=0"])
             pretrain = with_pretrain[0] - without[0]
             print(f"current   one-time imitation pre-training (default PRETRAIN_UPDATES): {pretrain:.1f} s wall, "
@@ -93,11 +103,12 @@ def main() -> None:
     cpu_speedup = best_cpu["baseline"] / best_cpu["current"]
     print(f"best of {args.repeats}: baseline {best['baseline']:.1f} s, current {best['current']:.1f} s -> {speedup:.2f}x wall; "
           f"CPU {best_cpu['baseline']:.1f} s vs {best_cpu['current']:.1f} s -> {cpu_speedup:.2f}x")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
         "baseline": args.baseline, "extra": args.extra, "seconds_48_episodes": samples, "best": best,
         "cpu_seconds_48_episodes": cpu, "best_cpu": best_cpu, "cpu_speedup": cpu_speedup,
         "speedup": speedup, "pretrain_seconds": pretrain, "current_only": args.current or ["PRETRAIN_UPDATES=0"],
+        "timed_episodes": [args.start, args.start + 48],
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "load_average": os.getloadavg()},
     }, indent=2) + "\n")
 
