@@ -266,7 +266,7 @@ def test_checkpoint_of_the_former_per_agent_networks_loads_and_acts_the_same() -
                     BATCH_SIZE=32, CAPACITY=512, NUM_ENVS=4, MAP_SIZE=2000.0)
     agents = build_agents(config)
     state = load_model_checkpoint(agents, data / expected["checkpoint"], "cpu")
-    assert state["episode"] == 8 and agents[0].team.point_rows == "all"
+    assert state["episode"] == 8 and agents[0].team.point_rows == "all" and agents[0].team.critic_rows == "all"
     obs = expected["obs"]
     for i, agent in enumerate(agents):
         args = [obs[k][:, i].float().unsqueeze(0) for k in ("state", "point_features", "other_obs")]
@@ -283,3 +283,17 @@ def test_checkpoint_for_other_shape_is_refused_in_one_line() -> None:
     wide = roundtrip(build_agents(tiny(HIDDEN_DIM=32))[0].checkpoint_state())
     with pytest.raises(CheckpointError, match="HIDDEN_DIM=32"):
         agent.load_checkpoint_state(wide)
+
+
+def test_critics_keep_the_rows_they_were_trained_on() -> None:
+    """New critics read only active points; a file without ``critic_rows`` (0.1, early 0.2) loads with
+    critics over every slot, so a resumed run continues with the same maths."""
+    saved = build_agents(tiny())[0].checkpoint_state()
+    assert saved["meta"]["critic_rows"] == "active"
+    old = roundtrip(saved)
+    del old["meta"]["critic_rows"]
+    agents = build_agents(tiny())
+    agents[0].load_checkpoint_state(old)
+    assert agents[0].team.critic_rows == "all" and agents[0].team.critic.active_column is None
+    agents[0].load_checkpoint_state(roundtrip(saved))
+    assert agents[0].team.critic_rows == "active" and agents[0].team.critic_target.active_column is not None
