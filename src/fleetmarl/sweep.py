@@ -155,6 +155,8 @@ def start_ray(address: str | None, num_cpus: int | None) -> None:
 
     if ray.is_initialized():
         return
+    # a checkpoint every few seconds is normal for short trials; Tune's 'snapshot too often' warning is noise
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     else:

@@ -179,9 +179,10 @@ class RemoteCheckpoints:
         return None, skipped
 
     # ------------------------------------------------------------------ downloading
-    def fetch(self, name: str) -> Path:
-        """Download checkpoint ``name`` into the mirror (reusing what is already there) and verify every
-        hash; return the local folder, ready for the ordinary reader."""
+    def fetch(self, name: str, *, reuse_local: bool = True) -> Path:
+        """Download checkpoint ``name`` into the mirror and verify every hash; return the local folder,
+        ready for the ordinary reader. ``reuse_local`` keeps a local copy with the same manifest and
+        links replay chunks already downloaded; off, every byte comes from the store (what verify checks)."""
         entry = self.entry(name)
         if not entry.valid:
             kind = "incomplete" if entry.incomplete else "damaged"
@@ -190,13 +191,13 @@ class RemoteCheckpoints:
         assert entry.manifest is not None
         local = self.mirror / name
         manifest_bytes = self.fs.cat_file(posixpath.join(self.root, name, MANIFEST_FILE))
-        if _same_manifest(local, manifest_bytes) and not verify_checkpoint(local, check_hashes=False):
+        if reuse_local and _same_manifest(local, manifest_bytes) and not verify_checkpoint(local, check_hashes=False):
             return local
         self.mirror.mkdir(parents=True, exist_ok=True)
         temp = self.mirror / temp_name(name, next(_SERIAL))
         temp.mkdir()
         try:
-            reusable = self._local_chunks()
+            reusable = self._local_chunks() if reuse_local else {}
             for file, expected in entry.manifest["files"].items():
                 source = reusable.get((file, expected["sha256"]))
                 if source is None or not _link_or_copy(source, temp / file):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from datetime import datetime
@@ -88,7 +89,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             raise UserError("--resume continues a sweep as it was planned; drop --seeds/--grid")
         sweep.start_ray(args.address, args.num_cpus)
         print(f"fleetmarl: resuming sweep {args.resume}", file=sys.stderr)
-        results = sweep.resume_sweep(args.resume, options)
+        with contextlib.redirect_stdout(sys.stderr):  # Tune's progress output; stdout is for the table/JSON
+            results = sweep.resume_sweep(args.resume, options)
         storage = args.resume
     else:
         plan = sweep.make_plan(config_from_args(args), parse_seeds(args.seeds), parse_grid(args.grid))
@@ -96,7 +98,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         where = sweep.experiment_path(options)
         print(f"fleetmarl: sweep of {len(plan.combinations())} trials in {where} "
               f"(continue it with: fleetmarl sweep --resume {where})", file=sys.stderr)
-        results = sweep.run_sweep(plan, options)
+        with contextlib.redirect_stdout(sys.stderr):
+            results = sweep.run_sweep(plan, options)
         storage = options.storage
     rows = sweep.trial_rows(results, storage)
     if args.json:
