@@ -106,7 +106,7 @@ def run_trial(params: dict[str, Any]) -> None:
         tune.report({**metrics, "seed": config.RANDOM_SEED, "local_checkpoint": str(path)},
                     checkpoint=tune.Checkpoint.from_directory(str(path)))
         if kill_marker and not Path(kill_marker).exists():
-            Path(kill_marker).write_text(f"killed after {path.name}\n", encoding="utf-8")
+            Path(kill_marker).write_text(f"{config.RANDOM_SEED} killed after {path.name}\n", encoding="utf-8")
             os._exit(137)  # what an out-of-memory kill or a lost node looks like to Tune
 
     restored = tune.get_checkpoint()

@@ -60,7 +60,7 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key or not raw.strip():
-            raise UserError(f"cannot parse --grid {item!r}; write KEY=V1,V2, e.g. --grid ACTOR_LR=0.001,0.0003")
+            raise UserError(f"cannot parse --grid {item!r}; write KEY=V1,V2, e.g. --grid LR_ACTOR=0.001,0.0003")
         if key in ("RANDOM_SEED", "CHECKPOINTS_DIR", "LOG_DIR"):
             raise UserError(f"--grid {key} is set per trial by the sweep; use --seeds for seeds")
         if key in grid:
