@@ -52,12 +52,14 @@ def test_command_line_values_are_typed_and_checked() -> None:
 
 
 def test_each_trial_gets_its_own_folders(tmp_path: Path) -> None:
-    params = {"base": Config(**TINY).to_dict(), "seed": 7, "grid": {"LR_ACTOR": 0.002}}
-    local = trial_config(params, tmp_path / "t0", "trial_0")
+    plan = make_plan(Config(**TINY), [7], {"LR_ACTOR": [0.002]}, str(tmp_path / "sweeps" / "exp"))
+    params = {"base": plan.base, "checkpoints_root": plan.checkpoints_root, "seed": 7, "grid": {"LR_ACTOR": 0.002}}
+    local = trial_config(params, tmp_path / "ray_tmp", "trial_0")
     assert (local.RANDOM_SEED, local.LR_ACTOR) == (7, 0.002)
-    assert local.CHECKPOINTS_DIR == str(tmp_path / "t0" / "checkpoints")
-    params["base"]["CHECKPOINTS_DIR"] = "s3://bucket/sweep/"
-    assert trial_config(params, tmp_path / "t0", "trial_0").CHECKPOINTS_DIR == "s3://bucket/sweep/trial_0"
+    assert local.CHECKPOINTS_DIR == str(tmp_path / "sweeps" / "exp" / "trial_0" / "checkpoints")
+    on_s3 = make_plan(Config(**TINY, CHECKPOINTS_DIR="s3://bucket/sweep/"), [7], {}, str(tmp_path / "exp"))
+    params = {"base": on_s3.base, "checkpoints_root": on_s3.checkpoints_root, "seed": 7}
+    assert trial_config(params, tmp_path / "ray_tmp", "trial_0").CHECKPOINTS_DIR == "s3://bucket/sweep/trial_0"
 
 
 def test_table_and_json_summarise_across_seeds() -> None:

@@ -50,6 +50,9 @@ class SweepPlan:
     base: dict[str, Any]
     seeds: tuple[int, ...]
     grid: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    checkpoints_root: str = ""
+    """where each trial's own CHECKPOINTS_DIR goes (a subfolder per trial): the base CHECKPOINTS_DIR when it
+    is a URL, else the sweep's experiment folder, so the guide's folders outlive Ray's temporary files"""
 
     def combinations(self) -> list[dict[str, Any]]:
         """Every trial's overrides, ``RANDOM_SEED`` included."""
@@ -60,17 +63,20 @@ class SweepPlan:
     def param_space(self) -> dict[str, Any]:
         """Tune's search space: a grid over seeds and each grid key; ``base`` travels unchanged."""
         tune = require_ray()
-        return {"base": self.base, "seed": tune.grid_search(list(self.seeds)),
+        return {"base": self.base, "checkpoints_root": self.checkpoints_root, "seed": tune.grid_search(list(self.seeds)),
                 "grid": {key: tune.grid_search(list(values)) for key, values in self.grid.items()}}
 
 
-def make_plan(base: Config, seeds: Sequence[int], grid: Mapping[str, Sequence[Any]]) -> SweepPlan:
-    """Check every trial's configuration now (one-line errors before Ray starts), then freeze the plan."""
+def make_plan(base: Config, seeds: Sequence[int], grid: Mapping[str, Sequence[Any]],
+              experiment: str = "") -> SweepPlan:
+    """Check every trial's configuration now (one-line errors before Ray starts), then freeze the plan.
+    ``experiment``: the sweep's folder (:func:`experiment_path`), home of the trials' checkpoints."""
     if not seeds:
         raise UserError("--seeds needs at least one seed, e.g. --seeds 42,123,2024")
     if len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds lists a seed twice ({','.join(map(str, seeds))}); give each seed once")
-    plan = SweepPlan(base.to_dict(), tuple(int(s) for s in seeds), {k: tuple(v) for k, v in grid.items()})
+    root = base.CHECKPOINTS_DIR if is_url(base.CHECKPOINTS_DIR) else experiment
+    plan = SweepPlan(base.to_dict(), tuple(int(s) for s in seeds), {k: tuple(v) for k, v in grid.items()}, root)
     for overrides in plan.combinations():
         Config.from_dict({**plan.base, **overrides})
     return plan
@@ -79,15 +85,19 @@ def make_plan(base: Config, seeds: Sequence[int], grid: Mapping[str, Sequence[An
 def trial_config(params: Mapping[str, Any], trial_dir: Path, trial_name: str) -> Config:
     """One trial's Config: the base, its seed and grid values, and folders of its own.
 
-    A local ``CHECKPOINTS_DIR`` becomes ``<trial dir>/checkpoints`` (two trials never share a folder);
-    a URL gets the trial's name appended, so every trial's checkpoints land under the sweep's prefix.
+    ``CHECKPOINTS_DIR`` is ``<checkpoints_root>/<trial name>/checkpoints`` (two trials never share a
+    folder; a URL root gets ``/<trial name>``); without a root (a plan made outside the CLI) the trial's
+    working folder is used. TensorBoard goes next to the checkpoints, or in the trial folder for a URL.
     """
     base = dict(params["base"])
-    checkpoints = (join_url(base["CHECKPOINTS_DIR"], trial_name) if is_url(base["CHECKPOINTS_DIR"])
-                   else str(trial_dir / "checkpoints"))
+    root = params.get("checkpoints_root") or ""
+    if is_url(root):
+        checkpoints, logs = join_url(root, trial_name), trial_dir / "runs"
+    else:
+        folder = Path(root) / trial_name if root else trial_dir
+        checkpoints, logs = str(folder / "checkpoints"), folder / "runs"
     return Config.from_dict({**base, **params.get("grid", {}), "RANDOM_SEED": int(params["seed"]),
-                             "CHECKPOINTS_DIR": checkpoints, "LOG_DIR": str(trial_dir / "runs"),
-                             "PROGRESS_BAR": False})
+                             "CHECKPOINTS_DIR": checkpoints, "LOG_DIR": str(logs), "PROGRESS_BAR": False})
 
 
 # ---------------------------------------------------------------------- the trainable

@@ -93,9 +93,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             results = sweep.resume_sweep(args.resume, options)
         storage = args.resume
     else:
-        plan = sweep.make_plan(config_from_args(args), parse_seeds(args.seeds), parse_grid(args.grid))
-        sweep.start_ray(args.address, args.num_cpus)
         where = sweep.experiment_path(options)
+        plan = sweep.make_plan(config_from_args(args), parse_seeds(args.seeds), parse_grid(args.grid), where)
+        sweep.start_ray(args.address, args.num_cpus)
         print(f"fleetmarl: sweep of {len(plan.combinations())} trials in {where} "
               f"(continue it with: fleetmarl sweep --resume {where})", file=sys.stderr)
         with contextlib.redirect_stdout(sys.stderr):
