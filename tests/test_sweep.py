@@ -59,7 +59,7 @@ def test_each_trial_gets_its_own_folders(tmp_path: Path) -> None:
     assert local.CHECKPOINTS_DIR == str(tmp_path / "sweeps" / "exp" / "trial_0" / "checkpoints")
     on_s3 = make_plan(Config(**TINY, CHECKPOINTS_DIR="s3://bucket/sweep/"), [7], {}, str(tmp_path / "exp"))
     params = {"base": on_s3.base, "checkpoints_root": on_s3.checkpoints_root, "seed": 7}
-    assert trial_config(params, tmp_path / "ray_tmp", "trial_0").CHECKPOINTS_DIR == "s3://bucket/sweep/trial_0"
+    assert trial_config(params, tmp_path / "ray_tmp", "trial_0").CHECKPOINTS_DIR == "s3://bucket/sweep/trial_0/checkpoints"
 
 
 def test_table_and_json_summarise_across_seeds() -> None:

@@ -29,6 +29,8 @@ RAY_MISSING = 'Ray Tune is not installed; pip install -e ".[ray]"'
 KILL_ONCE_ENV = "FLEETMARL_SWEEP_KILL_ONCE"
 """Test hook: a marker file path. A trial that finds it absent creates it and kills its own worker right
 after its first checkpoint is reported, so a test can watch Tune restart it and the trial resume."""
+FORWARDED_PREFIXES = ("AWS_", "FLEETMARL_")
+"""Environment variables passed to every trial's worker (credentials, endpoint, cache folder, test hooks)."""
 TABLE_METRICS = ("on_time_rate", "service_rate_weighted", "missed_points", "reward")
 """Final evaluation metrics shown in the text table (``--json`` has all of them)."""
 
@@ -86,13 +88,13 @@ def trial_config(params: Mapping[str, Any], trial_dir: Path, trial_name: str) ->
     """One trial's Config: the base, its seed and grid values, and folders of its own.
 
     ``CHECKPOINTS_DIR`` is ``<checkpoints_root>/<trial name>/checkpoints`` (two trials never share a
-    folder; a URL root gets ``/<trial name>``); without a root (a plan made outside the CLI) the trial's
+    folder), a URL when the root is one; without a root (a plan made outside the CLI) the trial's
     working folder is used. TensorBoard goes next to the checkpoints, or in the trial folder for a URL.
     """
     base = dict(params["base"])
     root = params.get("checkpoints_root") or ""
     if is_url(root):
-        checkpoints, logs = join_url(root, trial_name), trial_dir / "runs"
+        checkpoints, logs = join_url(root, trial_name, "checkpoints"), trial_dir / "runs"
     else:
         folder = Path(root) / trial_name if root else trial_dir
         checkpoints, logs = str(folder / "checkpoints"), folder / "runs"
@@ -167,10 +169,16 @@ def start_ray(address: str | None, num_cpus: int | None) -> None:
         return
     # a checkpoint every few seconds is normal for short trials; Tune's 'snapshot too often' warning is noise
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    runtime_env = {"env_vars": forwarded_environment()}
     if address:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
+
+
+def forwarded_environment() -> dict[str, str]:
+    """The driver's storage credentials and fleetmarl settings, which trials on other nodes need too."""
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIXES)}
 
 
 def run_sweep(plan: SweepPlan, options: SweepOptions) -> Any:
