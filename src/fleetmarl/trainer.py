@@ -340,11 +340,13 @@ class Trainer:
             return path
 
         previous, self._in_flight = self._in_flight, None
+        if self.writer.async_ and previous is not None:
+            # settled (and reported to on_checkpoint) before the next job starts: that job's retention may
+            # delete the previous checkpoint, which a sweep's Tune must have copied by then
+            self._settle(previous, self.writer.wait(), final=False)
         outcome = self.writer.submit(job)
         stall = time.perf_counter() - started
         if self.writer.async_:
-            if previous is not None:
-                self._settle(previous, outcome, final=False)
             self._in_flight = (episode, stall)
         else:
             self._settle((episode, stall), outcome, final=s.episode >= c.NUM_EPISODES or self._stop_requested)

@@ -352,13 +352,23 @@ def open_remote(url: str) -> RemoteCheckpoints:
     return RemoteCheckpoints(split_checkpoint_url(url)[0])
 
 
+def locate(url: str) -> tuple[RemoteCheckpoints, str | None]:
+    """``(folder of checkpoints, checkpoint name or None)`` for a URL. A checkpoint is a prefix named
+    ``checkpoint_ep*`` or one holding a manifest (a sweep's ``checkpoint_00000N`` that Tune stored)."""
+    folder, name = split_checkpoint_url(url)
+    if name is None:
+        remote = RemoteCheckpoints(folder)
+        if "/" in remote.root and remote.fs.exists(posixpath.join(remote.root, MANIFEST_FILE)):
+            folder, name = folder.rsplit("/", 1)
+    return RemoteCheckpoints(folder), name
+
+
 def local_checkpoint(location: str) -> str:
     """A local path for what ``eval``/``compare``/``plot``/``ckpt inspect`` read: a path stays as it is; a
     checkpoint URL is downloaded and verified; a folder URL gives the mirror holding its newest valid one."""
     if not is_url(location):
         return location
-    folder, name = split_checkpoint_url(location)
-    remote = RemoteCheckpoints(folder)
+    remote, name = locate(location)
     if name is not None:
         return str(remote.fetch(name))
     entry, _ = remote.latest()
@@ -371,8 +381,7 @@ def local_checkpoint(location: str) -> str:
 def resolve_remote_resume(remote: RemoteCheckpoints | None, spec: str) -> tuple[Path, list[tuple[str, str]]]:
     """``--resume`` when CHECKPOINTS_DIR and/or the spec is a URL: the local folder to resume from."""
     if is_url(spec):
-        folder, name = split_checkpoint_url(spec)
-        source = RemoteCheckpoints(folder)
+        source, name = locate(spec)
         return source.resolve_resume(name or "latest")
     if spec == "latest" and remote is not None:
         return remote.resolve_resume("latest")
@@ -418,5 +427,5 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["CACHE_ENV", "RemoteCheckpoints", "RemoteEntry", "filesystem", "is_url", "join_url", "local_checkpoint",
+__all__ = ["CACHE_ENV", "RemoteCheckpoints", "RemoteEntry", "filesystem", "is_url", "join_url", "local_checkpoint", "locate",
            "mirror_folder", "open_remote", "resolve_remote_resume", "split_checkpoint_url"]
