@@ -152,7 +152,10 @@ def test_ckpt_commands_and_eval_read_a_url(run_copy: tuple[str, RemoteCheckpoint
     assert capsys.readouterr().out.count("ok  ") == 2
     assert main(["ckpt", "inspect", join_url(url, last.name)]) == 0
     assert "status: ok" in capsys.readouterr().out
-    assert main(["eval", join_url(url, last.name), "--episodes", "2", "--json"]) == 0
+    # a checkpoint under another name (how Tune stores a sweep's reported ones) is found by its manifest
+    tune_style = join_url(url, "trial", "checkpoint_000001")
+    remote.fs.copy(f"{remote.root}/{last.name}", tune_style.split("://", 1)[1], recursive=True)
+    assert main(["eval", tune_style, "--episodes", "2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["episode"] == 8 and "on_time_rate" in report["metrics"]
 
