@@ -56,6 +56,29 @@ def test_missing_s3fs_is_one_line_naming_the_extra(monkeypatch: pytest.MonkeyPat
     assert err[0].startswith("fleetmarl: ") and 'pip install -e ".[s3]"' in err[0]
 
 
+def test_file_urls_follow_the_commit_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Upload, list, fetch and prune through fsspec's file:// (no server), with a committed fixture."""
+    pytest.importorskip("fsspec")
+    monkeypatch.setenv("FLEETMARL_CACHE_DIR", str(tmp_path / "cache"))
+    fixture = Path(__file__).parent / "data" / "checkpoint_ep4_20261124_233115"
+    store = RemoteCheckpoints(f"file://{tmp_path / 'store'}")
+    assert store.upload(fixture) == f"file://{tmp_path / 'store' / fixture.name}"
+    assert store.upload(fixture) == f"file://{tmp_path / 'store' / fixture.name}"  # a retried job: no-op
+    late = tmp_path / "store" / "checkpoint_ep8_20990101_000000"
+    late.mkdir()
+    (late / "agent_0.pth").write_bytes(b"partial")  # an upload cut before its manifest
+
+    entry, skipped = store.latest()
+    assert entry is not None and entry.name == fixture.name
+    assert skipped and skipped[0][0].endswith(late.name) and "did not finish" in skipped[0][1]
+    local = store.fetch(fixture.name)
+    assert local.parent == store.mirror and (local / MANIFEST_FILE).read_bytes() == (fixture / MANIFEST_FILE).read_bytes()
+    assert main(["ckpt", "list", store.url]) == 0
+    assert "INCOMPLETE" in capsys.readouterr().out
+    assert store.prune(keep_last=1) == []  # the only committed one is the newest: kept; the partial one untouched
+    assert store.cleanup_incomplete() == [store.url + "/" + late.name] and not late.exists()
+
+
 # ---------------------------------------------------------------------- a moto S3 server
 @pytest.fixture(scope="module")
 def s3_server() -> Iterator[str]:

@@ -111,7 +111,7 @@ def run_trial(params: dict[str, Any]) -> None:
 
     context = tune.get_context()
     trial_dir = Path(context.get_trial_dir())
-    config = trial_config(params, trial_dir, context.get_trial_name())
+    config = trial_config(params, trial_dir, trial_dir.name)  # Tune's folder name for the trial
     kill_marker = os.environ.get(KILL_ONCE_ENV)
 
     def report(path: Path, metrics: dict[str, float]) -> None:
