@@ -65,15 +65,17 @@ def test_each_trial_gets_its_own_folders(tmp_path: Path) -> None:
 def test_table_and_json_summarise_across_seeds() -> None:
     rows = [TrialRow(42, {}, "/s/a", {"on_time_rate": 0.8, "reward": 10.0}),
             TrialRow(123, {}, "/s/b", {"on_time_rate": 0.9, "reward": 14.0}),
-            TrialRow(7, {}, None, {}, error="RuntimeError: boom")]
+            TrialRow(7, {}, None, {}, error="RuntimeError: boom"),
+            TrialRow(9, {}, "/s/c", {"on_time_rate": 0.1}, finished=False)]
     summary = summarize_rows(rows)["all"]
     assert summary["seeds"] == [42, 123]
     assert summary["on_time_rate"]["mean"] == pytest.approx(0.85)
     assert summary["on_time_rate"]["std"] == pytest.approx(0.0707107, rel=1e-5)
     table = format_table(rows)
-    assert "0.850 ± 0.071" in table and "FAILED" in table and "/s/b" in table
+    assert "0.850 ± 0.071" in table and "FAILED" in table and "UNFINISHED" in table and "/s/b" in table
     report = sweep_report(rows)
-    assert [t["seed"] for t in report["trials"]] == [42, 123, 7]
+    assert [t["seed"] for t in report["trials"]] == [42, 123, 7, 9]
+    assert report["trials"][3]["finished"] is False
     assert set(report["trials"][0]) == {"seed", "checkpoint", "metrics"}
 
 

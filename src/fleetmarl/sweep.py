@@ -245,6 +245,8 @@ class TrialRow:
     checkpoint: str | None
     metrics: dict[str, float]
     error: str | None = None
+    finished: bool = True
+    """False for a trial the sweep stopped before it ended (Ctrl-C): ``--resume`` continues it"""
 
 
 def trial_rows(results: Any, storage: str) -> list[TrialRow]:
@@ -256,7 +258,9 @@ def trial_rows(results: Any, storage: str) -> list[TrialRow]:
         metrics = {k[len("final_"):]: float(v) for k, v in (result.metrics or {}).items() if k.startswith("final_")}
         checkpoint = scheme + result.checkpoint.path if result.checkpoint is not None else None
         error = None if result.error is None else f"{type(result.error).__name__}: {str(result.error).splitlines()[0][:200]}"
-        rows.append(TrialRow(int(params.get("seed", -1)), dict(params.get("grid", {})), checkpoint, metrics, error))
+        finished = bool((result.metrics or {}).get("done"))
+        rows.append(TrialRow(int(params.get("seed", -1)), dict(params.get("grid", {})), checkpoint, metrics, error,
+                             finished))
     rows.sort(key=lambda r: (sorted((k, str(v)) for k, v in r.grid.items()), r.seed))
     return rows
 
@@ -265,7 +269,7 @@ def summarize_rows(rows: Sequence[TrialRow]) -> dict[str, Any]:
     """Mean and sample std across seeds of each final metric, per grid point (the key is its values)."""
     groups: dict[str, list[TrialRow]] = {}
     for row in rows:
-        if row.error is None and row.metrics:
+        if row.error is None and row.finished and row.metrics:
             groups.setdefault(_grid_label(row.grid), []).append(row)
     summary = {}
     for label, members in groups.items():
@@ -283,7 +287,8 @@ def mean_std(values: Sequence[float]) -> dict[str, float]:
 def sweep_report(rows: Sequence[TrialRow]) -> dict[str, Any]:
     """What ``--json`` prints: ``{"trials": [{seed, checkpoint, metrics, ...}], "summary": {...}}``."""
     trials = [{"seed": r.seed, "checkpoint": r.checkpoint, "metrics": r.metrics,
-               **({"grid": r.grid} if r.grid else {}), **({"error": r.error} if r.error else {})} for r in rows]
+               **({"grid": r.grid} if r.grid else {}), **({"error": r.error} if r.error else {}),
+               **({} if r.finished else {"finished": False})} for r in rows]
     return {"trials": trials, "summary": summarize_rows(rows)}
 
 
@@ -294,7 +299,8 @@ def format_table(rows: Sequence[TrialRow]) -> str:
     header = ["SEED", *grid_keys, *names, "CHECKPOINT"]
     lines = [header]
     for row in rows:
-        values = [_fmt(row.metrics.get(n)) for n in names] if row.error is None else ["FAILED"] + [""] * (len(names) - 1)
+        status = "FAILED" if row.error is not None else None if row.finished else "UNFINISHED"
+        values = [_fmt(row.metrics.get(n)) for n in names] if status is None else [status] + [""] * max(0, len(names) - 1)
         lines.append([str(row.seed), *[str(row.grid.get(k, "")) for k in grid_keys], *values,
                       row.checkpoint or (row.error or "-")])
     for label, stats in summarize_rows(rows).items():

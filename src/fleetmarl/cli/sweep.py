@@ -91,7 +91,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         print(f"fleetmarl: resuming sweep {args.resume}", file=sys.stderr)
         with contextlib.redirect_stdout(sys.stderr):  # Tune's progress output; stdout is for the table/JSON
             results = sweep.resume_sweep(args.resume, options)
-        storage = args.resume
+        storage = where = args.resume
     else:
         where = sweep.experiment_path(options)
         plan = sweep.make_plan(config_from_args(args), parse_seeds(args.seeds), parse_grid(args.grid), where)
@@ -106,4 +106,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         print(json.dumps(sweep.sweep_report(rows), indent=2))
     else:
         print(sweep.format_table(rows))
-    return 1 if any(row.error for row in rows) else 0
+    unfinished = sum(not row.finished and row.error is None for row in rows)
+    if unfinished:
+        print(f"fleetmarl: {unfinished} trial(s) unfinished; continue with: fleetmarl sweep --resume {where}",
+              file=sys.stderr)
+    return 1 if unfinished or any(row.error for row in rows) else 0
