@@ -73,6 +73,7 @@ def test_table_and_json_summarise_across_seeds() -> None:
     assert summary["on_time_rate"]["std"] == pytest.approx(0.0707107, rel=1e-5)
     table = format_table(rows)
     assert "0.850 ± 0.071" in table and "FAILED" in table and "UNFINISHED" in table and "/s/b" in table
+    assert "UNFINISHED" in format_table(rows[3:])  # no trial has final metrics yet (interrupted early)
     report = sweep_report(rows)
     assert [t["seed"] for t in report["trials"]] == [42, 123, 7, 9]
     assert report["trials"][3]["finished"] is False
@@ -134,3 +135,11 @@ def test_two_seed_sweep_survives_a_killed_worker_bit_for_bit(tmp_path: Path, mon
     assert swept_state["episode"] == 8
     assert swept_state["episode_rewards_log"] == reference_state["episode_rewards_log"]
     assert _tensors_equal(swept_state["rng"], reference_state["rng"])
+
+    # --resume on the finished sweep (Tuner.restore) trains nothing again and reports the same trials
+    try:
+        assert main(["sweep", "--resume", str(tmp_path / "sweeps" / "two"), "--num-cpus", "2", "--json"]) == 0
+    finally:
+        ray.shutdown()
+    again = json.loads(capsys.readouterr().out)
+    assert {t["seed"]: t["checkpoint"] for t in again["trials"]} == {s: t["checkpoint"] for s, t in trials.items()}

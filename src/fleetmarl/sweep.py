@@ -294,7 +294,7 @@ def sweep_report(rows: Sequence[TrialRow]) -> dict[str, Any]:
 
 def format_table(rows: Sequence[TrialRow]) -> str:
     """The per-trial table, then mean ± std across seeds for each grid point."""
-    names = [n for n in TABLE_METRICS if any(n in r.metrics for r in rows)]
+    names = [n for n in TABLE_METRICS if any(n in r.metrics for r in rows)] or list(TABLE_METRICS[:1])
     grid_keys = sorted({k for r in rows for k in r.grid})
     header = ["SEED", *grid_keys, *names, "CHECKPOINT"]
     lines = [header]
