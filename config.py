@@ -86,7 +86,7 @@ MIXED_PRECISION = 'auto'  # 'auto' (bf16 autocast where the CPU/GPU multiplies b
 # Model Checkpointing Settings (模型检查点设置)
 ENABLE_MODEL_CHECKPOINTING = True  # save checkpoints during training
 MODEL_SAVE_INTERVAL = 200  # episodes between checkpoints (a multiple of NUM_ENVS)
-CHECKPOINTS_DIR = 'checkpoints'  # folder that holds checkpoint_ep{episode}_{YYYYmmdd_HHMMSS} folders
+CHECKPOINTS_DIR = 'checkpoints'  # folder that holds checkpoint_ep{episode}_{YYYYmmdd_HHMMSS} folders, or a URL such as s3://bucket/prefix (pip install -e ".[s3]"; AWS_* variables)
 SAVE_REPLAY_BUFFER = True  # store the replay buffer's filled part with each checkpoint, for exact resume
 KEEP_LAST_CHECKPOINTS = 0  # keep only the newest K checkpoints of this run line (0 = keep all)
 KEEP_BEST_CHECKPOINTS = 0  # also keep the K best by evaluation (or recent mean) reward (0 = off)

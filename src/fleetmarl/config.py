@@ -193,7 +193,7 @@ class Config:
     MODEL_SAVE_INTERVAL: int = 200
     """episodes between checkpoints (a multiple of NUM_ENVS)"""
     CHECKPOINTS_DIR: str = "checkpoints"
-    """folder that holds checkpoint_ep{episode}_{YYYYmmdd_HHMMSS} folders"""
+    """folder that holds checkpoint_ep{episode}_{YYYYmmdd_HHMMSS} folders, or a URL such as s3://bucket/prefix (pip install -e ".[s3]"; AWS_* variables)"""
     SAVE_REPLAY_BUFFER: bool = True
     """store the replay buffer's filled part with each checkpoint, for exact resume"""
     KEEP_LAST_CHECKPOINTS: int = 0

@@ -79,16 +79,23 @@ class TrainResult:
     agents: list = field(repr=False, default_factory=list)
 
 
-def train(config: Config, resume: str | Path | None = None, *, log: Callable[[str], None] | None = None) -> TrainResult:
+CheckpointHook = Callable[[Path, dict[str, float]], None]
+"""Called in the training loop with each committed checkpoint and its metrics (how a sweep reports to Tune)."""
+
+
+def train(config: Config, resume: str | Path | None = None, *, log: Callable[[str], None] | None = None,
+          on_checkpoint: CheckpointHook | None = None) -> TrainResult:
     """Train from scratch, or continue a run from ``resume`` ('latest' or a checkpoint path)."""
-    return Trainer(config, resume=resume, log=log).run()
+    return Trainer(config, resume=resume, log=log, on_checkpoint=on_checkpoint).run()
 
 
 class Trainer:
     """Holds the pieces of one run; :meth:`run` is the loop."""
 
-    def __init__(self, config: Config, resume: str | Path | None = None, log: Callable[[str], None] | None = None):
+    def __init__(self, config: Config, resume: str | Path | None = None, log: Callable[[str], None] | None = None,
+                 on_checkpoint: CheckpointHook | None = None):
         self.config = config
+        self.on_checkpoint = on_checkpoint
         self.log = log or (lambda message: tqdm.write(message, file=sys.stdout))
         if config.NUM_THREADS:
             torch.set_num_threads(config.NUM_THREADS)
@@ -103,7 +110,11 @@ class Trainer:
         self.buffer = ReplayBuffer(config, self.dims, seed=config.RANDOM_SEED + 1)
         self.env = BatchedSamplingEnv(config, num_envs=config.NUM_ENVS)
         self.state = RunState()
-        self.checkpoints_dir = Path(config.CHECKPOINTS_DIR)
+        self.remote = ckpt.RemoteCheckpoints(config.CHECKPOINTS_DIR) if ckpt.is_url(config.CHECKPOINTS_DIR) else None
+        """object storage behind a URL CHECKPOINTS_DIR; saves are written to its local mirror, then uploaded"""
+        self.checkpoints_dir = self.remote.mirror if self.remote is not None else Path(config.CHECKPOINTS_DIR)
+        self.previous_upload: str | None = None
+        """name of the run's newest uploaded checkpoint: the next upload copies its replay chunks in the store"""
         self.fresh_env = True
         self._dispatcher: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None  # warm-up actor, built on use
         self.previous_checkpoint: Path | None = None
@@ -116,6 +127,9 @@ class Trainer:
         try:
             if config.ENABLE_MODEL_CHECKPOINTING or resume is not None:
                 ckpt.cleanup_incomplete(self.checkpoints_dir)
+            if config.ENABLE_MODEL_CHECKPOINTING and self.remote is not None:
+                for leftover in self.remote.cleanup_incomplete():
+                    self.log(f"🗑 removed unfinished upload {leftover}")
             if resume is not None:
                 self._resume(resume)
             self.disk_estimate = self._warn_disk() if config.ENABLE_MODEL_CHECKPOINTING else None
@@ -315,7 +329,9 @@ class Trainer:
             self._save_stats[path] = stats
             for line in ckpt.saved_message(path, len(snapshot["agents"])):
                 self.log(line)
-            if c.KEEP_LAST_CHECKPOINTS or c.KEEP_BEST_CHECKPOINTS:
+            if self.remote is not None:
+                self._upload(path)
+            elif c.KEEP_LAST_CHECKPOINTS or c.KEEP_BEST_CHECKPOINTS:
                 removed = ckpt.prune_checkpoints(self.checkpoints_dir, keep_last=c.KEEP_LAST_CHECKPOINTS,
                                                  keep_best=c.KEEP_BEST_CHECKPOINTS, run_id=s.run_id,
                                                  protect={path})
@@ -324,15 +340,42 @@ class Trainer:
             return path
 
         previous, self._in_flight = self._in_flight, None
+        if self.writer.async_ and previous is not None:
+            # settled (and reported to on_checkpoint) before the next job starts: that job's retention may
+            # delete the previous checkpoint, which a sweep's Tune must have copied by then
+            self._settle(previous, self.writer.wait(), final=False)
         outcome = self.writer.submit(job)
         stall = time.perf_counter() - started
         if self.writer.async_:
-            if previous is not None:
-                self._settle(previous, outcome, final=False)
             self._in_flight = (episode, stall)
         else:
             self._settle((episode, stall), outcome, final=s.episode >= c.NUM_EPISODES or self._stop_requested)
         self._saved_episode = episode
+
+    def _upload(self, path: Path) -> None:
+        """In the background job, after the local commit: upload (MANIFEST.json last), apply retention at
+        the URL to this run line, and keep only the newest local copy (the next save links its chunks)."""
+        c, remote = self.config, self.remote
+        assert remote is not None
+        url = remote.upload(path, previous=self.previous_upload)
+        self.previous_upload = path.name
+        self.log(f"☁ uploaded {url}")
+        if c.KEEP_LAST_CHECKPOINTS or c.KEEP_BEST_CHECKPOINTS:
+            for old in remote.prune(keep_last=c.KEEP_LAST_CHECKPOINTS, keep_best=c.KEEP_BEST_CHECKPOINTS,
+                                    run_id=self.state.run_id, protect={path.name}):
+                self.log(f"🗑 pruned old checkpoint {old}")
+        ckpt.prune_checkpoints(self.checkpoints_dir, keep_last=1, run_id=self.state.run_id, protect={path})
+
+    def checkpoint_metrics(self, episode: int) -> dict[str, float]:
+        """What a committed checkpoint of ``episode`` reports: the recent reward then, and the evaluation
+        taken at that episode (``eval_*``) when there was one."""
+        s = self.state
+        metrics = {"episode": float(episode),
+                   "recent_reward": ckpt.recent_average_reward(s.episode_rewards_log[:episode]) or 0.0}
+        for entry in s.eval_log:
+            if int(entry["episode"]) == episode:
+                metrics.update({f"eval_{k}": v for k, v in entry.items() if k != "episode"})
+        return metrics
 
     def _drain_writer(self) -> None:
         previous, self._in_flight = self._in_flight, None
@@ -347,6 +390,8 @@ class Trainer:
         if isinstance(outcome, Path):
             self.last_checkpoint = outcome
             self.logger.checkpoint_saved(outcome, episode, stall_s=stall, stats=self._save_stats.pop(outcome, {}))
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(outcome, self.checkpoint_metrics(episode))
         elif isinstance(outcome, BaseException):
             if final:
                 self._final_failure = (episode, outcome)
@@ -367,6 +412,11 @@ class Trainer:
 
     def _resume(self, resume: str | Path) -> None:
         c = self.config
+        if self.remote is not None or ckpt.is_url(str(resume)):
+            local, skipped_remote = ckpt.resolve_remote_resume(self.remote, str(resume))
+            for bad, why in skipped_remote:
+                self.log(f"⚠ skipping unusable checkpoint {bad}: {why}")
+            resume = local
         opened, skipped = ckpt.open_resume(self.checkpoints_dir, resume)
         assert opened is not None
         path = opened.path
@@ -387,8 +437,9 @@ class Trainer:
         # Continuing from the newest checkpoint of a line keeps the line; from an older one starts a
         # branch, so retention of the new line can never delete the original's checkpoints.
         line = training_state.get("run_id")
-        if line and ckpt.is_latest_of_run(self.checkpoints_dir, path, line):
+        if line and self._is_latest_of_run(path, line):
             s.run_id, s.parent = line, training_state.get("parent")
+            self.previous_upload = path.name if self.remote is not None else None
         else:
             s.parent = str(path)
         self.algo.load_state_dict(training_state.get("algorithm", {}))
@@ -409,6 +460,11 @@ class Trainer:
         else:
             exact = "NOT exact: no replay buffer was saved (SAVE_REPLAY_BUFFER=False), it refills from empty"
         self.log(f"📂 从第{s.episode}轮恢复训练 (resuming from {path}, episode {s.episode}; {exact})")
+
+    def _is_latest_of_run(self, path: Path, line: str) -> bool:
+        if self.remote is not None:
+            return path.parent == self.checkpoints_dir and self.remote.is_latest_of_run(path.name, line)
+        return ckpt.is_latest_of_run(self.checkpoints_dir, path, line)
 
     def _report_config_changes(self, saved: dict[str, Any]) -> None:
         current = self.config.to_dict()

@@ -22,6 +22,7 @@ from fleetmarl.checkpoint.layout import checkpoint_folders, checkpoint_name, par
 from fleetmarl.checkpoint.lock import CheckpointsDirBusy, TrainingLock
 from fleetmarl.checkpoint.manifest import SCHEMA_VERSION, read_manifest, verify_checkpoint
 from fleetmarl.checkpoint.reader import OpenCheckpoint, open_checkpoint
+from fleetmarl.checkpoint.remote import RemoteCheckpoints, is_url, local_checkpoint, resolve_remote_resume
 from fleetmarl.checkpoint.retention import prune_checkpoints
 from fleetmarl.checkpoint.safe_io import CheckpointSaveError, load_plain, save_plain, validate_plain
 from fleetmarl.checkpoint.store import (
@@ -43,6 +44,10 @@ __all__ = [
     "CheckpointWriter",
     "CheckpointsDirBusy",
     "OpenCheckpoint",
+    "RemoteCheckpoints",
+    "is_url",
+    "local_checkpoint",
+    "resolve_remote_resume",
     "TrainingLock",
     "estimate_run_bytes",
     "open_checkpoint",

@@ -81,6 +81,11 @@ def _manifest_problem(folder: Path) -> str | None:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         return f"{MANIFEST_FILE} is unreadable ({type(exc).__name__}: {str(exc)[:120]})"
+    return manifest_problem(manifest)
+
+
+def manifest_problem(manifest: Any) -> str | None:
+    """What makes a parsed manifest untrustworthy, or None; shared by folders on disk and remote prefixes."""
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         return f"{MANIFEST_FILE} is not a fleetmarl checkpoint manifest"
     version = manifest.get("schema_version")

@@ -18,13 +18,13 @@ from fleetmarl.errors import FleetmarlError
 
 def build_parser() -> argparse.ArgumentParser:
     """One parser; each command group registers itself from its own module."""
-    from fleetmarl.cli import ckpt, evaluate, train
+    from fleetmarl.cli import ckpt, evaluate, sweep, train
 
     parser = _Parser(prog="fleetmarl", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"fleetmarl {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in (train, evaluate, ckpt):
+    for module in (train, evaluate, ckpt, sweep):
         module.register(sub)
     return parser
 

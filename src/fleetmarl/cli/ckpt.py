@@ -25,6 +25,7 @@ from fleetmarl.checkpoint.layout import (
     temp_folders,
 )
 from fleetmarl.checkpoint.manifest import read_manifest, verify_checkpoint
+from fleetmarl.checkpoint.remote import INCOMPLETE, RemoteEntry, is_url, local_checkpoint, open_remote
 from fleetmarl.checkpoint.retention import checkpoint_score, prune_checkpoints
 from fleetmarl.errors import CheckpointError, UserError
 
@@ -38,23 +39,23 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
     listing = actions.add_parser("list", help="one line per checkpoint: episode, time, size, reward, status")
     listing.add_argument("dir", nargs="?", default=DEFAULT_CHECKPOINTS_DIR, metavar="DIR",
-                         help=f"folder of checkpoints (default ./{DEFAULT_CHECKPOINTS_DIR})")
+                         help=f"folder of checkpoints or a URL (s3://bucket/prefix); default ./{DEFAULT_CHECKPOINTS_DIR}")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     listing.add_argument("--verify", action="store_true", help="also check every file's sha256 (slower)")
     listing.set_defaults(handler=run_list)
 
     inspect = actions.add_parser("inspect", help="show a checkpoint's config_info.txt and manifest")
-    inspect.add_argument("path", metavar="PATH", help="a checkpoint folder")
+    inspect.add_argument("path", metavar="PATH", help="a checkpoint folder or its URL")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
     inspect.set_defaults(handler=run_inspect)
 
     verify = actions.add_parser("verify", help="check sizes and sha256 of every file; exit 1 if anything is wrong")
-    verify.add_argument("path", metavar="PATH|DIR", help="a checkpoint folder or a folder of checkpoints")
+    verify.add_argument("path", metavar="PATH|DIR", help="a checkpoint folder or a folder of checkpoints, or their URL")
     verify.set_defaults(handler=run_verify)
 
     prune = actions.add_parser("prune", help="delete old checkpoints, keeping the last K and/or the best K")
     prune.add_argument("dir", nargs="?", default=DEFAULT_CHECKPOINTS_DIR, metavar="DIR",
-                       help=f"folder of checkpoints (default ./{DEFAULT_CHECKPOINTS_DIR})")
+                       help=f"folder of checkpoints or a URL (s3://bucket/prefix); default ./{DEFAULT_CHECKPOINTS_DIR}")
     prune.add_argument("--keep", type=int, default=0, metavar="K", help="keep the newest K checkpoints")
     prune.add_argument("--keep-best", type=int, default=0, metavar="K",
                        help="also keep the K with the best evaluation (else recent) reward")
@@ -99,12 +100,47 @@ def _existing_dir(value: str) -> Path:
     return path
 
 
+def describe_remote(entry: RemoteEntry) -> dict[str, Any]:
+    """A checkpoint at a URL as the same row :func:`describe` gives (sizes checked, hashes when downloaded)."""
+    parsed = parse_checkpoint_name(entry.name)
+    manifest = entry.manifest or {}
+    return {
+        "name": entry.name, "path": entry.url, "episode": parsed.episode if parsed else None,
+        "time": _pretty_time(parsed.timestamp) if parsed else None, "bytes": sum(entry.sizes.values()),
+        "reward": checkpoint_score(manifest) if manifest else None, "eval_reward": manifest.get("eval_reward"),
+        "recent_reward": manifest.get("recent_reward"), "run_id": manifest.get("run_id"),
+        "valid": entry.valid, "problems": list(entry.problems),
+    }
+
+
+def _remote_rows(url: str, verify: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(committed or damaged checkpoints, unfinished uploads) at a URL; ``verify`` downloads and hashes."""
+    remote = open_remote(url)
+    rows, leftovers = [], []
+    for entry in remote.entries():
+        row = describe_remote(entry)
+        if entry.incomplete:
+            leftovers.append({"name": row["name"], "path": row["path"], "valid": False, "problems": [INCOMPLETE]})
+            continue
+        if verify and entry.valid:
+            try:
+                remote.fetch(entry.name, reuse_local=False)
+            except CheckpointError as exc:
+                row["valid"], row["problems"] = False, [str(exc)]
+        rows.append(row)
+    return rows, leftovers
+
+
 def run_list(args: argparse.Namespace) -> int:
-    root = _existing_dir(args.dir)
-    rows = [describe(path, check_hashes=args.verify) for path, _ in checkpoint_folders(root)]
-    leftovers = [{"name": p.name, "path": str(p), "valid": False,
-                  "problems": ["unfinished save or delete (removed at the next training start)"]}
-                 for p in temp_folders(root)]
+    if is_url(args.dir):
+        root: Path | str = args.dir
+        rows, leftovers = _remote_rows(args.dir, args.verify)
+    else:
+        root = _existing_dir(args.dir)
+        rows = [describe(path, check_hashes=args.verify) for path, _ in checkpoint_folders(root)]
+        leftovers = [{"name": p.name, "path": str(p), "valid": False,
+                      "problems": ["unfinished save or delete (removed at the next training start)"]}
+                     for p in temp_folders(root)]
     if args.json:
         print(json.dumps(rows + leftovers, indent=2, ensure_ascii=False))
         return 0
@@ -131,7 +167,7 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
 
 # ---------------------------------------------------------------------- inspect
 def run_inspect(args: argparse.Namespace) -> int:
-    path = Path(args.path)
+    path = Path(local_checkpoint(args.path))  # a URL is downloaded (and verified) into the local cache
     if not path.is_dir() or not looks_like_checkpoint(path):
         raise CheckpointError(f"{path} is not a checkpoint folder; list them with `fleetmarl ckpt list`")
     problems = verify_checkpoint(path)
@@ -212,6 +248,8 @@ def _readable(path: Path) -> bool:
 
 # ---------------------------------------------------------------------- verify
 def run_verify(args: argparse.Namespace) -> int:
+    if is_url(args.path):
+        return _verify_remote(args.path)
     path = Path(args.path)
     if not path.exists():
         raise CheckpointError(f"{path} does not exist; pass a checkpoint folder or a folder of checkpoints")
@@ -235,19 +273,47 @@ def run_verify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _verify_remote(url: str) -> int:
+    """Download each committed checkpoint at ``url`` (or the one it names) and check every hash."""
+    remote = open_remote(url)
+    entries = remote.entries()
+    name = url.rstrip("/").rpartition("/")[2]
+    if parse_checkpoint_name(name) is not None:
+        entries = [remote.entry(name)]
+    if not entries:
+        raise UserError(f"{url} holds no checkpoint_ep* prefixes; pass a checkpoint URL or CHECKPOINTS_DIR")
+    bad = 0
+    for entry in entries:
+        problems = list(entry.problems)
+        if not problems:
+            try:
+                remote.fetch(entry.name, reuse_local=False)
+            except CheckpointError as exc:
+                problems = [str(exc)]
+        bad += bool(problems)
+        print(f"ok  {entry.url}" if not problems else "\n".join(f"BAD {entry.url}: {p}" for p in problems))
+    if bad:
+        print(f"{bad} of {len(entries)} checkpoint(s) failed verification")
+    return 1 if bad else 0
+
+
 # ---------------------------------------------------------------------- prune
 def run_prune(args: argparse.Namespace) -> int:
-    root = _existing_dir(args.dir)
     if args.keep < 0 or args.keep_best < 0:
         raise UserError("--keep and --keep-best must not be negative")
     if args.keep == 0 and args.keep_best == 0:
         raise UserError("say what to keep: --keep K (newest K) and/or --keep-best K (best K by reward)")
-    removed = prune_checkpoints(root, keep_last=args.keep, keep_best=args.keep_best, run_id=args.run_id,
-                                dry_run=args.dry_run)
+    if is_url(args.dir):
+        removed: list = open_remote(args.dir).prune(keep_last=args.keep, keep_best=args.keep_best,
+                                                     run_id=args.run_id, dry_run=args.dry_run)
+    else:
+        root = _existing_dir(args.dir)
+        removed = prune_checkpoints(root, keep_last=args.keep, keep_best=args.keep_best, run_id=args.run_id,
+                                    dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     for path in removed:
         print(f"{verb} {path}")
-    if not args.dry_run:
+    if not args.dry_run and not is_url(args.dir):
         cleanup_incomplete(root)
     print(f"{verb} {len(removed)} checkpoint(s); invalid folders are never pruned (see `fleetmarl ckpt list`)")
     return 0

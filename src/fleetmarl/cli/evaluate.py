@@ -135,6 +135,7 @@ def _register_plot(subparsers: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------- resolving what to run
 def _single_entry(args: argparse.Namespace, command: str):
     """The checkpoint or the --policy of eval/render, on the configuration the rules say."""
+    from fleetmarl.checkpoint.remote import local_checkpoint
     from fleetmarl.eval.evaluation import checkpoint_entry, policy_entry
 
     if args.checkpoint and args.policy:
@@ -143,18 +144,20 @@ def _single_entry(args: argparse.Namespace, command: str):
         return policy_entry(args.policy, config_from_args(args))
     if not args.checkpoint:
         raise UserError(f"{command} needs a CHECKPOINT folder or --policy greedy|random")
-    return checkpoint_entry(args.checkpoint, overrides=args.overrides, config_file=args.config)
+    return checkpoint_entry(local_checkpoint(args.checkpoint), overrides=args.overrides, config_file=args.config)
 
 
 def _compare_entries(args: argparse.Namespace) -> list:
     """Every entry on one environment: the first checkpoint's (with overrides), else --config/--set."""
+    from fleetmarl.checkpoint.remote import local_checkpoint
     from fleetmarl.eval.evaluation import checkpoint_entry, policy_entry
     from fleetmarl.eval.policy import saved_config
 
     def is_policy(spec: str) -> bool:
         return spec in REFERENCE_POLICIES and not Path(spec).exists()
 
-    first_ckpt = next((spec for spec in args.entries if not is_policy(spec)), None)
+    specs = [spec if is_policy(spec) else local_checkpoint(spec) for spec in args.entries]
+    first_ckpt = next((spec for spec in specs if not is_policy(spec)), None)
     entries: list = []
     shared = None
     if first_ckpt is not None:
@@ -162,7 +165,7 @@ def _compare_entries(args: argparse.Namespace) -> list:
         shared = first.config
     else:
         shared = config_from_args(args)
-    for spec in args.entries:
+    for spec in specs:
         if is_policy(spec):
             entries.append(policy_entry(spec, shared))
         elif spec == first_ckpt and not any(e.kind == "checkpoint" for e in entries):
@@ -368,15 +371,17 @@ def _render_title(entry, seed: int) -> str:
 
 # ---------------------------------------------------------------------- plot
 def run_plot_rewards(args: argparse.Namespace) -> int:
+    from fleetmarl.checkpoint.remote import local_checkpoint
     from fleetmarl.eval.plotting import check_output_path, load_history, plot_rewards
 
     output = check_output_path(args.output)
-    written = plot_rewards(load_history(args.source), output, window=args.window)
+    written = plot_rewards(load_history(local_checkpoint(args.source)), output, window=args.window)
     print(f"wrote {written}", file=sys.stderr)
     return 0
 
 
 def run_plot_curves(args: argparse.Namespace) -> int:
+    from fleetmarl.checkpoint.remote import local_checkpoint
     from fleetmarl.eval.plotting import (
         check_output_path,
         learning_curves,
@@ -388,7 +393,7 @@ def run_plot_curves(args: argparse.Namespace) -> int:
 
     output = check_output_path(args.output)
     names = reference_names(args.references)
-    runs = [load_eval_run(path) for path in args.runs]
+    runs = [load_eval_run(local_checkpoint(path)) for path in args.runs]
     curves = learning_curves(runs, args.metric)
     curves.references = reference_levels(runs, names, args.metric, episodes=args.episodes)
     written = plot_learning_curves(curves, output, band=args.band)
