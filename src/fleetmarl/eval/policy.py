@@ -160,7 +160,7 @@ def load_checkpoint_policy(checkpoint: str | Path, device: torch.device | str | 
     """
     path = _checked_checkpoint(checkpoint)  # before importing the models: a typo should fail fast
     from fleetmarl.device import resolve_device
-    from fleetmarl.learner import MADDPG, build_agents
+    from fleetmarl.learner.factory import build_algorithm, build_team
 
     saved = saved_config(path)
     if config is None:
@@ -168,18 +168,21 @@ def load_checkpoint_policy(checkpoint: str | Path, device: torch.device | str | 
     else:
         _check_shapes(saved, config, "the comparison's environment:")
     target = torch.device(device) if device is not None else resolve_device(config.DEVICE)
-    agents = build_agents(config, target)
+    agents = build_team(config, target)
     state = load_model_checkpoint(agents, path, target, config=config)
     for agent in agents:
         agent.eval()
-    return CheckpointPolicy(checkpoint=path, config=config, agents=agents, algo=MADDPG(agents, config),
+    return CheckpointPolicy(checkpoint=path, config=config, agents=agents, algo=build_algorithm(agents, config),
                             device=target, episode=int(state.get("episode", 0)), agent_names=agent_names(config))
 
 
 def agent_names(config: Config) -> list[str]:
     """The PettingZoo names of the agents, taken from the environment so the two never disagree."""
-    from fleetmarl.envs import SamplingEnv
+    from fleetmarl.config import is_fleet_environment
+    from fleetmarl.envs import SamplingEnv, env_spec
 
+    if not is_fleet_environment(config):
+        return list(env_spec(config).agents)
     env = SamplingEnv(config)
     try:
         return list(env.possible_agents)
