@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from fleetmarl.config import Config, is_fleet_environment
-from fleetmarl.envs import make_batched_env
+from fleetmarl.envs import make_batched_env, with_environment_agents
 from fleetmarl.envs.pettingzoo_env import env_spec, random_actions
 from fleetmarl.envs.policies import REFERENCE_POLICIES, reference_policy
 from fleetmarl.errors import UserError
@@ -156,6 +156,7 @@ def policy_entry(name: str, config: Config) -> Entry:
     if name not in REFERENCE_POLICIES:
         raise UserError(f"unknown reference policy {name!r}; choose one of {', '.join(REFERENCE_POLICIES)}")
     if not is_fleet_environment(config):
+        config = with_environment_agents(config)
         environment_reference_policy(name, 0, config)  # a fleet dispatcher on a PettingZoo env fails here, early
     return Entry(name=name, kind="policy", config=config,
                  make_policy=lambda seed: environment_reference_policy(name, seed, config))  # fresh state per run
