@@ -180,6 +180,14 @@ def test_eval_json_reports_reward_per_agent_and_compare_runs_random(tmp_path: Pa
     per_agent, total = report["metrics"]["reward_per_agent"]["mean"], report["metrics"]["reward"]["mean"]
     assert per_agent == pytest.approx(total / 3)
     assert report["environment"]["ENV_KWARGS"] == spread_kwargs(False)
+    from fleetmarl import load_policy
+    from fleetmarl.envs.pettingzoo_env import make_parallel_env
+
+    env = make_parallel_env(config)
+    observations, _ = env.reset(seed=3)
+    actions = load_policy(result.last_checkpoint).act(observations)  # the env's own dicts in, its actions out
+    assert set(actions) == set(env.possible_agents) and all(env.action_space(a).contains(v) for a, v in actions.items())
+    env.step(actions)
     code, out, _ = cli(["compare", str(result.last_checkpoint), "random", "--episodes", "4"], capsys)
     assert code == 0 and "reward per agent" in out and "random" in out
     code, _, _ = cli(["plot", "rewards", str(result.last_checkpoint), "-o", str(tmp_path / "r.png")], capsys)
