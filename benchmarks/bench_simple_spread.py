@@ -7,7 +7,8 @@ noise-free seeded episodes (``fleetmarl eval``'s episodes). Recorded per seed: f
 the best periodic evaluation during the run, wall time, frames/s, the final checkpoint's size (every
 file, replay buffer included) and the whole run's checkpoint disk (hard-linked chunks once), and the
 training loop's stall per save. The periodic evaluations give the learning curve, as
-``eval_curve: [[frames, return per agent], ...]``, for one picture with BenchMARL's.
+``eval_curve: [[frames, return per agent], ...]``, for one picture with BenchMARL's (``train_curve``:
+the training episodes' return per agent, with exploration noise, per round).
 
     python benchmarks/bench_simple_spread.py --seeds 0 1 2 [--set KEY=VALUE ...] [--work DIR]
 
@@ -53,6 +54,12 @@ def folder_bytes(path: Path, seen: set[int] | None = None) -> int:
     return total
 
 
+def train_curve(rewards: list[float], agents: int, per_round: int, steps: int) -> list[list[float]]:
+    """[frames, mean training return per agent] per round (exploration noise on), small enough to keep."""
+    return [[float((i + per_round) * steps), round(sum(rewards[i:i + per_round]) / (agents * per_round), 3)]
+            for i in range(0, len(rewards), per_round)]
+
+
 def run_seed(seed: int, overrides: list[str], work: Path, episodes: int) -> dict[str, Any]:
     folder = work / f"seed{seed}"
     config = load_config(CONFIG, [f"RANDOM_SEED={seed}", f"CHECKPOINTS_DIR={folder / 'checkpoints'}",
@@ -92,7 +99,7 @@ def run_seed(seed: int, overrides: list[str], work: Path, episodes: int) -> dict
         "run_checkpoints_disk_bytes": folder_bytes(Path(config.CHECKPOINTS_DIR), seen=set()),
         "save_stall_ms": stalls,
         "eval_curve": curve,
-        "train_return_per_agent": [r / agents for r in state.episode_rewards_log],
+        "train_curve": train_curve(state.episode_rewards_log, agents, config.NUM_ENVS, config.MAX_NUM_STEPS),
     }
 
 
@@ -107,7 +114,7 @@ def main() -> None:
     runs = []
     for seed in args.seeds:
         runs.append(run_seed(seed, args.overrides, args.work, args.episodes))
-        print(json.dumps({k: v for k, v in runs[-1].items() if k not in ("eval_curve", "train_return_per_agent")}),
+        print(json.dumps({k: v for k, v in runs[-1].items() if k not in ("eval_curve", "train_curve")}),
               flush=True)
         summary = {
             "task": "mpe2 simple_spread_v3, N=3, max_cycles 25, continuous actions, 600,000 frames",
@@ -123,7 +130,7 @@ def main() -> None:
     for r in runs:
         stall = max(r["save_stall_ms"], default=float("nan"))
         print(f"seed {r['seed']}: return/agent {r['final_return_per_agent']:.2f} ± {r['final_return_per_agent_std']:.2f} "
-              f"(best periodic {r['best_periodic_eval_return_per_agent']}), {r['wall_s'] / 60:.1f} min, "
+              f"(best periodic {r['best_periodic_eval_return_per_agent']:.2f}), {r['wall_s'] / 60:.1f} min, "
               f"{r['frames_per_s']:.0f} frames/s, checkpoint {r['checkpoint_bytes'] / 1e6:.1f} MB, "
               f"max save stall {stall:.0f} ms")
     print(f"median final return per agent: {summary['median_final_return_per_agent']:.2f}; wrote {args.out}")

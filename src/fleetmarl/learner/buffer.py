@@ -89,8 +89,8 @@ class Batch:
     obs / next_obs: state (B, A, S) float32, point_features (B, A, N, F) float32, other_obs
     (B, A, A-1, O) float32, action_mask (B, A, K) bool; actions (B, A) int64, or (B, A, D) float32 for
     continuous actions; rewards (B, A) float32; dones (B,) float32 (1.0 = no bootstrap), or (B, A) per
-    agent with ``per_agent_dones``; weights (B,) float32 importance weights (ones when uniform); indices (B,) int64 buffer slots, for
-    ``update_priorities``.
+    agent with ``per_agent_dones``; weights (B,) float32 importance weights (ones when uniform); indices
+    (B,) int64 buffer slots, for ``update_priorities``.
     """
 
     obs: dict[str, torch.Tensor]
