@@ -240,3 +240,36 @@ def test_checkpoint_of_another_environment_is_refused_in_one_line(tmp_path: Path
 
     with pytest.raises((CheckpointError, UserError), match="ENVIRONMENT_TYPE|observation"):
         load_checkpoint_policy(result.last_checkpoint, overrides=[f"ENVIRONMENT_TYPE={SPREAD}"])
+
+
+# ---------------------------------------------------------------------- the flat learner
+@pytest.mark.parametrize("action_type", ["discrete", "continuous"])
+def test_flat_learner_respects_masks_and_bounds_and_learns_only_through_its_losses(action_type: str) -> None:
+    from fleetmarl.envs.spaces import ObservationDims
+    from fleetmarl.learner.buffer import Batch
+    from fleetmarl.learner.flat_learner import FlatMADDPG, build_flat_agents
+
+    torch.manual_seed(0)
+    dims = ObservationDims(num_agents=3, num_points=0, state=4, point=0, other=0, other_rows=0, num_actions=5)
+    config = Config(ENVIRONMENT_TYPE=TOY, HIDDEN_DIM=16, ENABLE_DELAYED_POLICY_UPDATES=False, MIXED_PRECISION="fp32")
+    agents = build_flat_agents(config, dims, action_type)
+    algo = FlatMADDPG(agents, config)
+    b = 64
+    mask = torch.ones(b, 3, 5, dtype=torch.bool)
+    mask[..., 0] = False
+    obs = {"state": torch.randn(b, 3, 4), "action_mask": mask}
+    actions = algo.act(obs, noise_std=2.0)
+    if action_type == "discrete":
+        assert actions.shape == (b, 3) and (actions != 0).all()
+    else:
+        assert actions.shape == (b, 3, 5) and actions.abs().max() <= 1.0
+    batch = Batch(obs=obs, actions=actions, rewards=torch.randn(b, 3), next_obs=obs,
+                  dones=torch.zeros(b, 3), weights=torch.ones(b), indices=torch.arange(b))
+    before = {k: v.clone() for k, v in algo.team.state_dict().items()}
+    out = algo.update(batch)
+    assert torch.isfinite(out["critic_loss"]) and torch.isfinite(out["actor_loss"])
+    after = algo.team.state_dict()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"actor", "critic", "actor_target", "critic_target"}
+    state = agents[1].checkpoint_state()
+    assert state["meta"]["environment"] == TOY and state["transformer"] == {}

@@ -260,10 +260,13 @@ class Trainer:
         self.logger.scalars({**{f"loss/{k}": v for k, v in losses.items()}, **lrs,
                              "train/noise_std": noise_std(c, s.episode - c.NUM_ENVS),
                              "train/buffer_size": len(self.buffer), "train/updates": s.updates}, s.episode)
-        on_time = s.metrics_log.get("on_time_rate", [float("nan")])[-c.NUM_ENVS:]
         bar.update(c.NUM_ENVS)
-        bar.set_postfix(reward=f"{np.mean(round_rewards):.1f}", on_time=f"{np.mean(on_time):.2f}",
-                        noise=f"{noise_std(c, s.episode):.3f}", refresh=False)
+        shown = {"reward": f"{np.mean(round_rewards):.1f}"}
+        if "on_time_rate" in s.metrics_log:  # the fleet's headline metric; a PettingZoo env shows return per agent
+            shown["on_time"] = f"{np.mean(s.metrics_log['on_time_rate'][-c.NUM_ENVS:]):.2f}"
+        else:
+            shown["per_agent"] = f"{np.mean(round_rewards) / len(self.agents):.2f}"
+        bar.set_postfix(**shown, noise=f"{noise_std(c, s.episode):.3f}", refresh=False)
 
     def _evaluate(self) -> None:
         c, s = self.config, self.state
