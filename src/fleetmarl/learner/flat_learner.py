@@ -13,6 +13,7 @@ smoothing. No teacher or imitation: the reference dispatchers exist only for the
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -67,6 +68,13 @@ class FlatTeam(AgentTeam):
 
     def set_point_rows(self, rows: str) -> None:
         """No point rows in a flat observation."""
+
+    @property
+    def critic_rows(self) -> str:
+        return "all"
+
+    def set_critic_rows(self, rows: str) -> None:
+        """No point rows for the critics either."""
 
 
 class FlatAgent(MADDPGAgent):
@@ -149,7 +157,8 @@ class FlatMADDPG(MADDPG):
         q = team.critic(batch.obs["state"].to(torch.float32), self._replay_actions(batch.actions)).float()
         td = q - y
         losses = (batch.weights.to(torch.float32) * td.square()).mean(-1)
-        return CriticStep(losses, td, q, y, tokens=None, pooled=None)  # type: ignore[arg-type]
+        no_points = {f.name: None for f in dataclasses.fields(CriticStep)[4:]}  # the fleet's point embeddings
+        return CriticStep(losses, td, q, y, **no_points)
 
     def actor_loss(self, batch: Batch, critic: CriticStep) -> torch.Tensor:
         """-Q_i of agent i's fresh action with the others' replayed ones, per agent (A,)."""
