@@ -146,7 +146,7 @@ def main() -> None:
     for r in runs:
         stall = max(r["save_stall_ms"], default=float("nan"))
         print(f"seed {r['seed']}: return/agent {r['final_return_per_agent']:.2f} ± {r['final_return_per_agent_std']:.2f} "
-              f"(best periodic {r['best_periodic_eval_return_per_agent']:.2f}), {r['wall_s'] / 60:.1f} min, "
+              f"(best periodic {r['best_periodic_eval_return_per_agent'] or float('nan'):.2f}), {r['wall_s'] / 60:.1f} min, "
               f"{r['frames_per_s']:.0f} frames/s, CPU {r.get('cpu_s', float('nan')) / 60:.1f} min, "
               f"checkpoint {r['checkpoint_bytes'] / 1e6:.1f} MB, "
               f"max save stall {stall:.0f} ms")
