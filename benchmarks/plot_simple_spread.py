@@ -48,7 +48,9 @@ def main() -> None:
     ours = json.loads(args.fleetmarl.read_text())
     for run in ours["runs"]:
         x, y = points(run["eval_curve"])
-        ax.plot(x, y, color="tab:blue", alpha=0.8, label=f"fleetmarl seed {run['seed']} ({run['wall_s'] / 60:.1f} min)")
+        cpu = run.get("cpu_s")
+        label = f"fleetmarl seed {run['seed']}" + (f" ({cpu / 60:.1f} CPU min)" if cpu else "")
+        ax.plot(x, y, color="tab:blue", alpha=0.5 + 0.25 * (run["seed"] % 3), label=label)
     if args.benchmarl.is_file():
         theirs = json.loads(args.benchmarl.read_text())
         x, y = points(theirs.get("eval_curve", []))
