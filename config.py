@@ -9,7 +9,8 @@ a file that sets only some keys works too: the others keep their defaults.
 
 
 # Environment (环境设置)
-ENVIRONMENT_TYPE = 'full'  # 'full' (points keep arriving, energy and charging) or 'simplified' (all points at reset, no energy limit)
+ENVIRONMENT_TYPE = 'full'  # 'full' (points keep arriving, energy and charging), 'simplified' (all points at reset, no energy limit), or the import path of a PettingZoo parallel-env module, e.g. 'mpe2.simple_spread_v3' (docs/benchmarks.md)
+ENV_KWARGS = {}  # keyword arguments of a PettingZoo module's parallel_env(**ENV_KWARGS); JSON with --set, e.g. --set 'ENV_KWARGS={"N": 3, "continuous_actions": true}' (unused by 'full' and 'simplified')
 NUM_AGENTS = 5  # number of vehicles (agents)
 NUM_POINTS = 30  # task-point slots; in 'full' new points arrive into free slots during the episode
 MAX_NUM_STEPS = 180  # steps per episode; every episode lasts exactly this long (a shift of MAX_NUM_STEPS * STEP_SECONDS)

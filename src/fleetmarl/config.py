@@ -14,11 +14,13 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import json
 import math
+import re
 import runpy
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,8 @@ else:  # pragma: no cover - exercised only on 3.10
     import tomli as tomllib
 
 ENVIRONMENT_TYPES = ("full", "simplified")
+"""The sampling-fleet environments; any other ENVIRONMENT_TYPE is the import path of a PettingZoo module."""
+_MODULE_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 LR_DECAY_TYPES = ("exponential", "step", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -41,7 +45,11 @@ TEACHER_POLICIES = ("greedy", "none")
 class Config:
     # ------------------------------------------------------------------ Environment (环境设置)
     ENVIRONMENT_TYPE: str = "full"
-    """'full' (points keep arriving, energy and charging) or 'simplified' (all points at reset, no energy limit)"""
+    """'full' (points keep arriving, energy and charging), 'simplified' (all points at reset, no energy limit), or
+    the import path of a PettingZoo parallel-env module, e.g. 'mpe2.simple_spread_v3' (docs/benchmarks.md)"""
+    ENV_KWARGS: dict[str, Any] = field(default_factory=dict)
+    """keyword arguments of a PettingZoo module's parallel_env(**ENV_KWARGS); JSON with --set, e.g.
+    --set 'ENV_KWARGS={"N": 3, "continuous_actions": true}' (unused by 'full' and 'simplified')"""
     NUM_AGENTS: int = 5
     """number of vehicles (agents)"""
     NUM_POINTS: int = 30
@@ -370,6 +378,11 @@ def parse_value(key: str, raw: str) -> Any:
             return int(value)
         if kind is float:
             return float(raw)
+        if kind is dict:
+            value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise ValueError
+            return value
         if kind is tuple:
             if raw.lower() in ("none", ""):
                 if default is None:
@@ -380,7 +393,8 @@ def parse_value(key: str, raw: str) -> Any:
             return tuple(value)
         return raw
     except (ValueError, SyntaxError):
-        name = {bool: "true/false", int: "an integer", float: "a number", tuple: "a comma-separated list"}.get(kind, "text")
+        name = {bool: "true/false", int: "an integer", float: "a number", tuple: "a comma-separated list",
+                dict: 'a JSON object, e.g. {"N": 3}'}.get(kind, "text")
         raise ConfigError(f"cannot parse --set {key}={raw!r}: expected {name}") from None
 
 
@@ -400,8 +414,17 @@ def _validate(c: Config) -> None:
             fail(f.name, f"must be a finite number, got {value!r}")
         if kind is str and not isinstance(value, str):
             fail(f.name, f"must be text, got {value!r}")
+        if kind is dict and (not isinstance(value, dict) or not all(isinstance(k, str) for k in value)):
+            fail(f.name, f"must be a mapping of names to values (a JSON object), got {value!r}")
 
-    choices = {"ENVIRONMENT_TYPE": ENVIRONMENT_TYPES, "LR_DECAY_TYPE": LR_DECAY_TYPES, "DEVICE": DEVICES,
+    if c.ENVIRONMENT_TYPE not in ENVIRONMENT_TYPES and not _MODULE_PATH.match(c.ENVIRONMENT_TYPE):
+        fail("ENVIRONMENT_TYPE", f"must be {' or '.join(ENVIRONMENT_TYPES)} or the import path of a PettingZoo "
+             f"parallel-env module such as mpe2.simple_spread_v3, got {c.ENVIRONMENT_TYPE!r}")
+    try:
+        json.dumps(c.ENV_KWARGS)
+    except (TypeError, ValueError):
+        fail("ENV_KWARGS", f"must hold only JSON values (numbers, text, true/false, lists, objects), got {c.ENV_KWARGS!r}")
+    choices = {"LR_DECAY_TYPE": LR_DECAY_TYPES, "DEVICE": DEVICES,
                "WARMUP_POLICY": WARMUP_POLICIES, "TEACHER_POLICY": TEACHER_POLICIES, "MIXED_PRECISION": PRECISIONS}
     for key, allowed in choices.items():
         if getattr(c, key) not in allowed:
@@ -470,6 +493,8 @@ def _kind(key: str) -> type:
     annotation = str(Config.__dataclass_fields__[key].type)
     if annotation.startswith("tuple"):
         return tuple
+    if annotation.startswith("dict"):
+        return dict
     if isinstance(default, bool) or annotation == "bool":
         return bool
     if annotation == "int":
@@ -492,7 +517,14 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
 def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+def is_fleet_environment(config: Config) -> bool:
+    """True for the sampling fleet ('full', 'simplified'); False for a PettingZoo module path."""
+    return config.ENVIRONMENT_TYPE in ENVIRONMENT_TYPES
 
 
 def _suggest(key: str, known: Iterable[str]) -> str:

@@ -5,6 +5,9 @@ Episodes run in synchronous *rounds*: every episode lasts exactly ``MAX_NUM_STEP
 episodes. Checkpoints are taken only between rounds, when no environment is mid-episode; that is what
 makes ``--resume`` exact without saving the environments' inner state. Hence ``MODEL_SAVE_INTERVAL``
 and ``NUM_EPISODES`` must be multiples of ``NUM_ENVS`` (checked by :class:`~fleetmarl.config.Config`).
+A PettingZoo environment (``ENVIRONMENT_TYPE`` an import path) keeps the same rule with episodes of any
+length: a round lasts until every copy's episode is over, copies that finish early wait, and only the
+copies that stepped store transitions (:mod:`fleetmarl.envs.pettingzoo_env`).
 
 Everything that decides the future of a run lives in :class:`RunState` plus four random generators
 (torch's global one, the trainer's NumPy one, the environment's, the replay buffer's); all of them go
@@ -27,15 +30,14 @@ import torch
 from tqdm import tqdm
 
 from fleetmarl import checkpoint as ckpt
-from fleetmarl.config import Config
+from fleetmarl.config import Config, is_fleet_environment
 from fleetmarl.device import resolve_device
-from fleetmarl.envs import BatchedSamplingEnv
+from fleetmarl.envs import environment_dims, make_batched_env, with_environment_agents
 from fleetmarl.envs.policies import random_policy, reference_policy
-from fleetmarl.envs.spaces import observation_dims
 from fleetmarl.errors import CheckpointError, FleetmarlError
 from fleetmarl.eval.evaluation import default_eval_seed, evaluate_algorithm
-from fleetmarl.learner import MADDPG, build_agents
 from fleetmarl.learner.buffer import ReplayBuffer
+from fleetmarl.learner.factory import action_dim, build_algorithm, build_team
 from fleetmarl.learner.schedules import noise_std
 from fleetmarl.logging import TAG_EPISODE_REWARD, RunLogger
 
@@ -94,21 +96,27 @@ class Trainer:
 
     def __init__(self, config: Config, resume: str | Path | None = None, log: Callable[[str], None] | None = None,
                  on_checkpoint: CheckpointHook | None = None):
+        config = with_environment_agents(config)  # a PettingZoo env decides its number of agents
         self.config = config
         self.on_checkpoint = on_checkpoint
         self.log = log or (lambda message: tqdm.write(message, file=sys.stdout))
         if config.NUM_THREADS:
             torch.set_num_threads(config.NUM_THREADS)
         self.device = resolve_device(config.DEVICE)
-        self.dims = observation_dims(config)
+        self.fleet = is_fleet_environment(config)
+        self.dims = environment_dims(config)
 
         torch.manual_seed(config.RANDOM_SEED)
         self.rng = np.random.default_rng(config.RANDOM_SEED)
-        self.agents = build_agents(config, self.device)
-        teacher = None if config.TEACHER_POLICY == "none" else reference_policy(config.TEACHER_POLICY, config=config)
-        self.algo = MADDPG(self.agents, config, teacher=teacher)
-        self.buffer = ReplayBuffer(config, self.dims, seed=config.RANDOM_SEED + 1)
-        self.env = BatchedSamplingEnv(config, num_envs=config.NUM_ENVS)
+        self.agents = build_team(config, self.device)
+        # the reference dispatchers exist only for the fleet: a PettingZoo env warms up at random, no teacher
+        self.warmup_policy = config.WARMUP_POLICY if self.fleet else "random"
+        teacher = (reference_policy(config.TEACHER_POLICY, config=config)
+                   if self.fleet and config.TEACHER_POLICY != "none" else None)
+        self.algo = build_algorithm(self.agents, config, teacher=teacher)
+        flat = {} if self.fleet else {"layout": "plain", "per_agent_dones": True}
+        self.buffer = ReplayBuffer(config, self.dims, seed=config.RANDOM_SEED + 1, action_dim=action_dim(config), **flat)
+        self.env = make_batched_env(config, num_envs=config.NUM_ENVS)
         self.state = RunState()
         self.remote = ckpt.RemoteCheckpoints(config.CHECKPOINTS_DIR) if ckpt.is_url(config.CHECKPOINTS_DIR) else None
         """object storage behind a URL CHECKPOINTS_DIR; saves are written to its local mirror, then uploaded"""
@@ -178,7 +186,7 @@ class Trainer:
         return TrainResult(s, c, self.last_checkpoint, self.log_dir, self._stop_requested, self.agents)
 
     def _run_round(self) -> tuple[np.ndarray, dict[str, Any], dict[str, torch.Tensor]]:
-        """One synchronous round: NUM_ENVS episodes of MAX_NUM_STEPS steps, with updates."""
+        """One synchronous round: NUM_ENVS episodes of (at most) MAX_NUM_STEPS steps, with updates."""
         c, s = self.config, self.state
         noise = noise_std(c, s.episode)
         self.algo.set_episode(s.episode)
@@ -195,24 +203,40 @@ class Trainer:
                 actions = self.algo.act(self._to_torch(obs), noise).cpu().numpy()
             next_obs, rewards, terminated, truncated, infos = self.env.step(actions)
             dones = terminated | truncated
-            stored_next = infos["final_obs"] if dones.any() else next_obs
-            self.buffer.add(obs, actions, rewards, stored_next, dones)
+            self._store(obs, actions, rewards, infos.get("final_obs", next_obs), terminated, dones, infos)
             round_rewards += rewards.sum(axis=1)
             obs = next_obs
             s.env_steps += 1
-            if len(self.buffer) >= ready and self.algo.updates == 0 and c.WARMUP_POLICY != "random":
+            if len(self.buffer) >= ready and self.algo.updates == 0 and self.warmup_policy != "random":
                 for _ in range(c.PRETRAIN_UPDATES):  # once, when warm-up ends; resume never repeats it
                     losses = self._update(imitate=True)
             if len(self.buffer) >= ready and s.env_steps % c.UPDATE_EVERY == 0:
                 for _ in range(c.UPDATES_PER_ROUND):
                     losses = self._update()
-        if not dones.all():  # fixed-length episodes end together; anything else breaks exact resume
+            if infos.get("round_over"):
+                break
+        if not infos.get("round_over", dones.all()):  # a round must end between episodes, or resume is not exact
             raise FleetmarlError("environments did not finish their episodes together; this is a bug in the env")
         return round_rewards, infos, losses
+
+    def _store(self, obs: dict[str, np.ndarray], actions: np.ndarray, rewards: np.ndarray,
+               next_obs: dict[str, np.ndarray], terminated: np.ndarray, dones: np.ndarray,
+               infos: dict[str, Any]) -> None:
+        """The fleet stores every copy and ends bootstrapping at its fixed episode end, as always; a PettingZoo
+        batch stores only the copies that stepped, with per-agent terminations (truncation bootstraps)."""
+        stepped = infos.get("stepped")
+        if stepped is None:
+            self.buffer.add(obs, actions, rewards, next_obs, dones)
+            return
+        rows = np.flatnonzero(stepped)
+        self.buffer.add({k: v[rows] for k, v in obs.items()}, actions[rows], rewards[rows],
+                        {k: v[rows] for k, v in next_obs.items()}, terminated[rows])
 
     def _warmup_actions(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """Before learning starts: a reference dispatcher's choices (useful behaviour to imitate and learn
         from), or uniform random ones from the trainer's generator with WARMUP_POLICY='random'."""
+        if not self.fleet:
+            return self.env.random_actions(obs, self.rng)
         if self.config.WARMUP_POLICY == "random":
             return random_policy(obs, self.rng)
         if self._dispatcher is None:  # OR-Tools keeps plans per row and notices new episodes itself
@@ -250,10 +274,13 @@ class Trainer:
         self.logger.scalars({**{f"loss/{k}": v for k, v in losses.items()}, **lrs,
                              "train/noise_std": noise_std(c, s.episode - c.NUM_ENVS),
                              "train/buffer_size": len(self.buffer), "train/updates": s.updates}, s.episode)
-        on_time = s.metrics_log.get("on_time_rate", [float("nan")])[-c.NUM_ENVS:]
         bar.update(c.NUM_ENVS)
-        bar.set_postfix(reward=f"{np.mean(round_rewards):.1f}", on_time=f"{np.mean(on_time):.2f}",
-                        noise=f"{noise_std(c, s.episode):.3f}", refresh=False)
+        shown = {"reward": f"{np.mean(round_rewards):.1f}"}
+        if "on_time_rate" in s.metrics_log:  # the fleet's headline metric; a PettingZoo env shows return per agent
+            shown["on_time"] = f"{np.mean(s.metrics_log['on_time_rate'][-c.NUM_ENVS:]):.2f}"
+        else:
+            shown["per_agent"] = f"{np.mean(round_rewards) / len(self.agents):.2f}"
+        bar.set_postfix(**shown, noise=f"{noise_std(c, s.episode):.3f}", refresh=False)
 
     def _evaluate(self) -> None:
         c, s = self.config, self.state
@@ -477,8 +504,12 @@ class Trainer:
     def _announce(self) -> None:
         c = self.config
         params = sum(p.numel() for p in self.agents[0].parameters())
-        self.log(f"fleetmarl: training {c.NUM_AGENTS} agents on '{c.ENVIRONMENT_TYPE}' "
-                 f"({c.NUM_POINTS} points, seed {c.RANDOM_SEED}) for episodes {self.state.episode}..{c.NUM_EPISODES} "
+        what = f"{c.NUM_POINTS} points" if self.fleet else f"ENV_KWARGS {c.ENV_KWARGS}"
+        if not self.fleet and (c.WARMUP_POLICY != "random" or c.TEACHER_POLICY != "none"):
+            self.log("fleetmarl: WARMUP_POLICY/TEACHER_POLICY name fleet dispatchers; on a PettingZoo environment "
+                     "warm-up acts at random and there is no teacher")
+        self.log(f"fleetmarl: training {len(self.agents)} agents on '{c.ENVIRONMENT_TYPE}' "
+                 f"({what}, seed {c.RANDOM_SEED}) for episodes {self.state.episode}..{c.NUM_EPISODES} "
                  f"on {self.device}; {params:,} parameters per agent; "
                  f"checkpoints {self._checkpoint_plan()}; "
                  f"TensorBoard {self.log_dir or 'off'}")
@@ -506,7 +537,7 @@ class Trainer:
         buffer = self.buffer
         head = (buffer.chunk_transitions * buffer.bytes_per_transition() + 8 * c.CAPACITY) if c.SAVE_REPLAY_BUFFER else 0
         total, saves = ckpt.estimate_run_bytes(
-            fixed_per_checkpoint=per_agent * c.NUM_AGENTS, head_bytes=head,
+            fixed_per_checkpoint=per_agent * len(self.agents), head_bytes=head,
             transition_bytes=(buffer.bytes_per_transition() + buffer.frame_bytes() // c.MAX_NUM_STEPS)
             if c.SAVE_REPLAY_BUFFER else 0,
             episodes_left=max(0, c.NUM_EPISODES - self.state.episode), save_interval=c.MODEL_SAVE_INTERVAL,

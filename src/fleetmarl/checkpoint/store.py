@@ -49,7 +49,7 @@ from fleetmarl.checkpoint.safe_io import (
     write_bytes_synced,
     write_text_synced,
 )
-from fleetmarl.config import SHAPE_KEYS, shape_difference
+from fleetmarl.config import ENVIRONMENT_TYPES, SHAPE_KEYS, shape_difference
 from fleetmarl.errors import CheckpointError, FleetmarlError
 
 REQUIRED_STATE_KEYS = ("episode", "noise_std", "episode_rewards_log", "config", "total_episodes_planned")
@@ -409,16 +409,16 @@ def load_model_checkpoint(
     """
     opened = open_checkpoint(checkpoint_path)
     path, manifest = opened.path, opened.manifest
-    if manifest["num_agents"] != len(agents):
-        raise CheckpointError(
-            f"checkpoint {path} does not fit: NUM_AGENTS is {manifest['num_agents']} in the checkpoint "
-            f"but {len(agents)} here; use --set NUM_AGENTS={manifest['num_agents']} or pick a matching checkpoint"
-        )
     map_location = _resolve_device(device, path)
     training_state = opened.load(TRAINING_STATE_FILE, map_location)
     if not isinstance(training_state, dict):
         raise CheckpointError(f"cannot read {path / TRAINING_STATE_FILE}: expected a dict, got {type(training_state).__name__}")
     check_compatible(training_state.get("config") or manifest.get("shape") or {}, _expected_shape(agents, config), path)
+    if manifest["num_agents"] != len(agents):
+        raise CheckpointError(
+            f"checkpoint {path} does not fit: NUM_AGENTS is {manifest['num_agents']} in the checkpoint "
+            f"but {len(agents)} here; use --set NUM_AGENTS={manifest['num_agents']} or pick a matching checkpoint"
+        )
     for i, agent in enumerate(agents):
         state = opened.load(agent_filename(i), map_location)
         try:
@@ -454,7 +454,12 @@ def _chunks(opened: OpenCheckpoint, names: list[str], location: torch.device) ->
 
 
 def check_compatible(saved: Mapping[str, Any], expected: Mapping[str, Any], path: Path) -> None:
-    """One-line error naming the first shape key whose values differ."""
+    """One-line error naming the first shape key whose values differ (or a PettingZoo environment that differs:
+    its networks are not the fleet's, whatever the shapes)."""
+    was, now = saved.get("ENVIRONMENT_TYPE"), expected.get("ENVIRONMENT_TYPE")
+    if was and now and was != now and not {was, now} <= set(ENVIRONMENT_TYPES):
+        raise CheckpointError(f"checkpoint {path} was trained on ENVIRONMENT_TYPE={was}, not {now}; "
+                              f"use --set ENVIRONMENT_TYPE={was} or pick a checkpoint trained on {now}")
     difference = shape_difference(saved, expected)
     if difference:
         key, was, now = difference
@@ -471,6 +476,9 @@ def _expected_shape(agents: Sequence[Any], config: Any) -> dict[str, Any]:
             if value is not None:
                 expected[key] = value
     expected["NUM_AGENTS"] = len(agents)
+    environment = source.get("ENVIRONMENT_TYPE") if isinstance(source, Mapping) else getattr(source, "ENVIRONMENT_TYPE", None)
+    if environment is not None:
+        expected["ENVIRONMENT_TYPE"] = environment
     return expected
 
 

@@ -24,6 +24,7 @@ from fleetmarl.errors import UserError
 
 DEFAULT_EPISODES = 32
 ENV_SUMMARY_KEYS = ("ENVIRONMENT_TYPE", "NUM_AGENTS", "NUM_POINTS", "MAX_NUM_STEPS", "STEP_SECONDS", "MAP_SIZE")
+PETTINGZOO_SUMMARY_KEYS = ("ENVIRONMENT_TYPE", "ENV_KWARGS", "NUM_AGENTS", "MAX_NUM_STEPS")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -200,7 +201,18 @@ def _seed(args: argparse.Namespace, config) -> int:
 
 
 def environment_summary(config) -> dict[str, Any]:
-    return {key: getattr(config, key) for key in ENV_SUMMARY_KEYS}
+    from fleetmarl.config import is_fleet_environment
+
+    if is_fleet_environment(config):
+        return {key: getattr(config, key) for key in ENV_SUMMARY_KEYS}
+    return {key: getattr(config, key) for key in PETTINGZOO_SUMMARY_KEYS}
+
+
+def _environment_words(env: dict[str, Any]) -> str:
+    """'5 agents, 30 points, 180 steps' for the fleet; the agents and ENV_KWARGS for a PettingZoo module."""
+    if "ENV_KWARGS" in env:
+        return f"{env['NUM_AGENTS']} agents, ENV_KWARGS {json.dumps(env['ENV_KWARGS'])}"
+    return f"{env['NUM_AGENTS']} agents, {env['NUM_POINTS']} points, {env['MAX_NUM_STEPS']} steps"
 
 
 # ---------------------------------------------------------------------- eval
@@ -225,8 +237,8 @@ def format_eval(report: dict[str, Any]) -> str:
     env = report["environment"]
     what = f"{report['name']} (trained {report['episode']} episodes)" if report["kind"] == "checkpoint" \
         else f"reference policy '{report['name']}'"
-    lines = [f"{what} on '{env['ENVIRONMENT_TYPE']}': {env['NUM_AGENTS']} agents, {env['NUM_POINTS']} points, "
-             f"{env['MAX_NUM_STEPS']} steps; {report['episodes']} episodes, seeds from {report['seed']}"]
+    lines = [f"{what} on '{env['ENVIRONMENT_TYPE']}': {_environment_words(env)}; {report['episodes']} episodes, "
+             f"seeds from {report['seed']}"]
     metrics = report["metrics"]
     width = max(len(metric_label(n)) for n in metrics)
     for name in ordered_metrics(metrics):
@@ -316,8 +328,8 @@ def format_compare(report: dict[str, Any]) -> str:
         rows.append(row)
     widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
     env = report["environment"]
-    lines = [f"{report['episodes']} episodes on '{env['ENVIRONMENT_TYPE']}' ({env['NUM_AGENTS']} agents, "
-             f"{env['NUM_POINTS']} points), seeds from {report['seed']}; Δ = paired difference against "
+    lines = [f"{report['episodes']} episodes on '{env['ENVIRONMENT_TYPE']}' ({_environment_words(env)}), "
+             f"seeds from {report['seed']}; Δ = paired difference against "
              f"{report['baseline']} (mean ± 95% half-width)"]
     for j, row in enumerate(rows):
         lines.append("  ".join(cell.ljust(widths[c]) for c, cell in enumerate(row)).rstrip())
@@ -357,6 +369,11 @@ def run_render(args: argparse.Namespace) -> int:
 
     output = check_output_path(args.output, (".png", ".gif", ".svg", ".pdf"))
     entry = _single_entry(args, "render")
+    from fleetmarl.config import is_fleet_environment
+
+    if not is_fleet_environment(entry.config):
+        raise UserError(f"render draws the sampling fleet only, not {entry.config.ENVIRONMENT_TYPE}; "
+                        "use fleetmarl eval or the environment's own render_mode")
     seed = _seed(args, entry.config)
     written = render_episode(entry.config, entry.make_policy(seed), seed, output, title=_render_title(entry, seed),
                              fps=args.fps, every=args.every)

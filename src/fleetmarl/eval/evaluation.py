@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fleetmarl.config import Config
-from fleetmarl.envs import BatchedSamplingEnv
+from fleetmarl.config import Config, is_fleet_environment
+from fleetmarl.envs import make_batched_env, with_environment_agents
+from fleetmarl.envs.pettingzoo_env import env_spec, random_actions
 from fleetmarl.envs.policies import REFERENCE_POLICIES, reference_policy
 from fleetmarl.errors import UserError
 from fleetmarl.eval.policy import load_policy  # noqa: F401  (public: fleetmarl.load_policy)
@@ -29,6 +30,7 @@ EVAL_SEED_OFFSET = 10_000  # the trainer evaluates on RANDOM_SEED + this; eval d
 
 # Domain metrics first, in the order users read them (design §2); the environment's other counters follow.
 METRIC_ORDER = ("on_time_rate", "service_rate_weighted", "missed_points", "energy_used", "distance_km", "reward",
+                "reward_per_agent", "length",
                 "charging_trips", "conflicts", "invalid_actions", "points_appeared", "points_served",
                 "samples_appeared", "samples_delivered", "samples_on_time")
 METRIC_LABELS = {
@@ -40,23 +42,29 @@ METRIC_LABELS = {
     "charging_trips": "charging trips",
     "invalid_actions": "invalid actions",
     "reward": "reward (sum over agents)",
+    "reward_per_agent": "reward per agent (mean over agents)",
+    "length": "episode length (steps)",
 }
 
 
 def run_episodes(config: Config, policy: BatchPolicy, episodes: int, seed: int) -> dict[str, np.ndarray]:
-    """Per-episode reward (summed over steps and agents) and the environment's episode metrics."""
+    """Per-episode reward (summed over steps and agents), reward per agent (that sum / agents: the
+    standard benchmarks' "return per agent") and the environment's episode metrics."""
     results: dict[str, list[float]] = defaultdict(list)
     chunk = 0
     while len(results["reward"]) < episodes:
         size = min(MAX_EVAL_BATCH, episodes - len(results["reward"]))
-        env = BatchedSamplingEnv(config, num_envs=size)
+        env = make_batched_env(config, num_envs=size)
         obs = env.reset(seed=seed + chunk)
         total = np.zeros(size)
         infos: dict = {}
         for _ in range(config.MAX_NUM_STEPS):
             obs, rewards, _terminated, _truncated, infos = env.step(policy(obs))
             total += rewards.sum(axis=1)
+            if infos.get("round_over"):  # PettingZoo episodes may end before MAX_NUM_STEPS
+                break
         results["reward"].extend(total.tolist())
+        results["reward_per_agent"].extend((total / env.num_agents).tolist())
         for name, values in infos["episode"].items():
             results[name].extend(np.asarray(values, dtype=np.float64).tolist())
         chunk += 1
@@ -102,7 +110,19 @@ def metric_label(name: str) -> str:
 # ---------------------------------------------------------------------- reference policies
 def evaluate_reference(config: Config, policy_name: str, episodes: int, seed: int) -> dict[str, dict[str, float]]:
     """Mean and std of reward and every episode metric of a reference policy over seeded episodes."""
-    return summarize(run_episodes(config, reference_policy(policy_name, seed, config), episodes, seed))
+    return summarize(run_episodes(config, environment_reference_policy(policy_name, seed, config), episodes, seed))
+
+
+def environment_reference_policy(name: str, seed: int, config: Config) -> BatchPolicy:
+    """A reference policy for ``config``'s environment: any of them on the fleet; only 'random' (uniform over
+    the mask, or in the action box) on a PettingZoo environment, which has no dispatchers."""
+    if is_fleet_environment(config):
+        return reference_policy(name, seed, config)
+    if name != "random":
+        raise UserError(f"reference policy {name!r} is a fleet dispatcher; on {config.ENVIRONMENT_TYPE} only "
+                        "--policy random exists")
+    spec, rng = env_spec(config), np.random.default_rng(seed)
+    return lambda obs: random_actions(spec, obs, rng)
 
 
 # ---------------------------------------------------------------------- evaluation entries
@@ -135,8 +155,11 @@ class EntryResult:
 def policy_entry(name: str, config: Config) -> Entry:
     if name not in REFERENCE_POLICIES:
         raise UserError(f"unknown reference policy {name!r}; choose one of {', '.join(REFERENCE_POLICIES)}")
+    if not is_fleet_environment(config):
+        config = with_environment_agents(config)
+        environment_reference_policy(name, 0, config)  # a fleet dispatcher on a PettingZoo env fails here, early
     return Entry(name=name, kind="policy", config=config,
-                 make_policy=lambda seed: reference_policy(name, seed, config))  # fresh state per evaluation
+                 make_policy=lambda seed: environment_reference_policy(name, seed, config))  # fresh state per run
 
 
 def checkpoint_entry(path: str | Path, *, overrides: Sequence[str] = (), config_file: str | Path | None = None,

@@ -136,6 +136,10 @@ class CheckpointPolicy:
         if unknown:
             raise UserError(f"unknown agent name(s) {', '.join(map(str, unknown))}; this policy drives "
                             f"{', '.join(self.agent_names)}")
+        from fleetmarl.config import is_fleet_environment
+
+        if not is_fleet_environment(self.config):
+            return self._act_flat(observations)
         actions: dict[str, int] = {}
         with torch.no_grad():
             for name, obs in observations.items():
@@ -143,6 +147,33 @@ class CheckpointPolicy:
                 action = agent.act(*(self._tensor(obs, k) for k in ACTOR_INPUT_KEYS), noise_std=0.0,
                                    action_mask=self._tensor(obs, "action_mask"))
                 actions[name] = int(torch.as_tensor(action).reshape(-1)[0])
+        return actions
+
+    def _act_flat(self, observations: Mapping[str, Any]) -> dict[str, Any]:
+        """A PettingZoo environment's own observations (arrays, or dicts of observation and action_mask) ->
+        its own actions: ints, or arrays within the Box bounds."""
+        from fleetmarl.envs.pettingzoo_env import env_spec
+
+        spec = env_spec(self.config)
+        actions: dict[str, Any] = {}
+        for name, obs in observations.items():
+            i = self.agent_names.index(name)
+            mask = None
+            if isinstance(obs, Mapping):
+                mask = np.zeros(spec.num_actions, bool)
+                given = np.asarray(obs.get("action_mask", np.ones(spec.action_sizes[i]))).astype(bool).ravel()
+                mask[:given.size] = given
+                obs = obs["observation"]
+            flat = np.zeros(spec.obs_dim, np.float32)
+            values = np.asarray(obs, np.float32).ravel()
+            flat[:values.size] = values
+            action = self.agents[i].act(flat, noise_std=0.0, action_mask=mask)
+            if spec.discrete:
+                actions[name] = int(action)
+            else:
+                size = spec.action_sizes[i]
+                low, high = spec.low[i, :size], spec.high[i, :size]
+                actions[name] = (low + (np.asarray(action)[:size] + 1.0) / 2.0 * (high - low)).astype(np.float32)
         return actions
 
     def _tensor(self, obs: Mapping[str, Any], key: str) -> torch.Tensor:
@@ -160,7 +191,7 @@ def load_checkpoint_policy(checkpoint: str | Path, device: torch.device | str | 
     """
     path = _checked_checkpoint(checkpoint)  # before importing the models: a typo should fail fast
     from fleetmarl.device import resolve_device
-    from fleetmarl.learner import MADDPG, build_agents
+    from fleetmarl.learner.factory import build_algorithm, build_team
 
     saved = saved_config(path)
     if config is None:
@@ -168,18 +199,21 @@ def load_checkpoint_policy(checkpoint: str | Path, device: torch.device | str | 
     else:
         _check_shapes(saved, config, "the comparison's environment:")
     target = torch.device(device) if device is not None else resolve_device(config.DEVICE)
-    agents = build_agents(config, target)
+    agents = build_team(config, target)
     state = load_model_checkpoint(agents, path, target, config=config)
     for agent in agents:
         agent.eval()
-    return CheckpointPolicy(checkpoint=path, config=config, agents=agents, algo=MADDPG(agents, config),
+    return CheckpointPolicy(checkpoint=path, config=config, agents=agents, algo=build_algorithm(agents, config),
                             device=target, episode=int(state.get("episode", 0)), agent_names=agent_names(config))
 
 
 def agent_names(config: Config) -> list[str]:
     """The PettingZoo names of the agents, taken from the environment so the two never disagree."""
-    from fleetmarl.envs import SamplingEnv
+    from fleetmarl.config import is_fleet_environment
+    from fleetmarl.envs import SamplingEnv, env_spec
 
+    if not is_fleet_environment(config):
+        return list(env_spec(config).agents)
     env = SamplingEnv(config)
     try:
         return list(env.possible_agents)

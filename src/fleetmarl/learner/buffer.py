@@ -88,9 +88,9 @@ class Batch:
 
     obs / next_obs: state (B, A, S) float32, point_features (B, A, N, F) float32, other_obs
     (B, A, A-1, O) float32, action_mask (B, A, K) bool; actions (B, A) int64, or (B, A, D) float32 for
-    continuous actions; rewards (B, A) float32; dones (B,) float32 (1.0 = no bootstrap); weights (B,)
-    float32 importance weights (ones when uniform); indices (B,) int64 buffer slots, for
-    ``update_priorities``.
+    continuous actions; rewards (B, A) float32; dones (B,) float32 (1.0 = no bootstrap), or (B, A) per
+    agent with ``per_agent_dones``; weights (B,) float32 importance weights (ones when uniform); indices
+    (B,) int64 buffer slots, for ``update_priorities``.
     """
 
     obs: dict[str, torch.Tensor]
@@ -327,11 +327,13 @@ class ReplayBuffer:
 
     ``action_dim=None`` stores discrete actions (one int per agent); an int stores continuous actions
     of that many floats per agent. ``layout`` is ``"auto"`` (compact fleet frames when the first
-    ``add`` has their structure, else plain), ``"fleet"`` or ``"plain"``.
+    ``add`` has their structure, else plain), ``"fleet"`` or ``"plain"``. ``per_agent_dones`` stores a
+    done flag per agent (B, A) instead of one per environment (B,): environments whose agents finish
+    at different steps.
     """
 
     def __init__(self, config: Config, dims: ObservationDims, seed: int, *, action_dim: int | None = None,
-                 layout: str = "auto", chunk_transitions: int | None = None) -> None:
+                 layout: str = "auto", chunk_transitions: int | None = None, per_agent_dones: bool = False) -> None:
         if layout not in ("auto", *CODECS):
             raise ValueError(f"layout must be 'auto', 'fleet' or 'plain', not {layout!r}")
         self.config = config
@@ -364,7 +366,7 @@ class ReplayBuffer:
         action_shape = (c, a) if action_dim is None else (c, a, int(action_dim))
         self.actions = np.zeros(action_shape, dtype=np.int16 if action_dim is None else np.float32)
         self.rewards = np.zeros((c, a), dtype=np.float32)
-        self.dones = np.zeros((c,), dtype=np.bool_)
+        self.dones = np.zeros((c, a) if per_agent_dones else (c,), dtype=np.bool_)
         self.next_ref = np.zeros((c,), dtype=np.int64)
         self.pending: dict[str, np.ndarray] | None = None
         self.pending_first = 0
@@ -411,7 +413,7 @@ class ReplayBuffer:
     def add(self, obs: dict[str, np.ndarray], actions: np.ndarray, rewards: np.ndarray,
             next_obs: dict[str, np.ndarray], dones: np.ndarray) -> None:
         """Store one transition per environment: obs arrays (B, A, ...), actions (B, A) or (B, A, D),
-        rewards (B, A), dones (B,)."""
+        rewards (B, A), dones (B,) (or (B, A) with ``per_agent_dones``)."""
         actions = np.asarray(actions)
         count = actions.shape[0]
         if self.codec is None:
@@ -705,9 +707,13 @@ class ReplayBuffer:
                 raise CheckpointError(f"replay buffer checkpoint has frames.{key} of shape {tuple(value.shape[1:])} "
                                       f"per transition but this config needs {shape}")
             self.frames[key][slots] = value.cpu().numpy()
+        dones = payload["dones"].cpu().numpy()
+        if dones.shape[1:] != self.dones.shape[1:]:
+            raise CheckpointError(f"replay buffer checkpoint has done flags of shape {dones.shape[1:]} per transition "
+                                  f"but this environment needs {self.dones.shape[1:]}")
         self.actions[slots] = payload["actions"].cpu().numpy()
         self.rewards[slots] = payload["rewards"].cpu().numpy()
-        self.dones[slots] = payload["dones"].cpu().numpy()
+        self.dones[slots] = dones
         self.next_ref[slots] = payload["next_ref"].cpu().numpy()
         finals = payload["final_index"].cpu().numpy() % self.capacity
         for key, value in payload["final"].items():
