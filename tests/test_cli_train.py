@@ -20,6 +20,21 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
 
 
+def start_training(flags: list[str], cwd: Path) -> tuple[subprocess.Popen, list[str]]:
+    """Start ``fleetmarl train`` and return once it announces training (its signal handlers go in right
+    after), with the lines read so far: a fixed sleep fails on a busy machine where imports take longer."""
+    proc = subprocess.Popen([sys.executable, "-m", "fleetmarl.cli", "train", *flags], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**ENV, "PYTHONUNBUFFERED": "1"})
+    lines: list[str] = []
+    while not any(line.startswith("fleetmarl: training") for line in lines):
+        line = proc.stdout.readline()
+        assert line, f"training exited before it started: {proc.communicate(timeout=60)[1]}"
+        lines.append(line)
+    time.sleep(1.0)  # into the first rounds
+    return proc, lines
+
+
 def fleetmarl(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fleetmarl.cli", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=300, env=ENV, **kwargs)
@@ -107,11 +122,10 @@ def test_kill_9_then_resume_latest_is_bit_exact(tmp_path: Path) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_finishes_round_saves_and_exits_0(tmp_path: Path, signum: int) -> None:
     flags = tiny_overrides(NUM_EPISODES=4000, MODEL_SAVE_INTERVAL=1000)
-    proc = subprocess.Popen([sys.executable, "-m", "fleetmarl.cli", "train", *flags], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    time.sleep(6.0)
+    proc, lines = start_training(flags, tmp_path)
     proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
+    stdout = "".join(lines) + stdout
     assert proc.returncode == 0, stderr
     saved = committed(tmp_path / "checkpoints")
     assert len(saved) == 1 and (saved[0] / "MANIFEST.json").is_file()
@@ -123,9 +137,7 @@ def test_signal_finishes_round_saves_and_exits_0(tmp_path: Path, signum: int) ->
 @pytest.mark.slow
 def test_second_signal_exits_at_once_without_partial_checkpoint(tmp_path: Path) -> None:
     flags = tiny_overrides(NUM_EPISODES=4000, MODEL_SAVE_INTERVAL=1000, MAX_NUM_STEPS=400)
-    proc = subprocess.Popen([sys.executable, "-m", "fleetmarl.cli", "train", *flags], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    time.sleep(5.0)
+    proc, _ = start_training(flags, tmp_path)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
