@@ -102,6 +102,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--eval-seed", type=int, default=12345,
                         help="seed of the final-evaluation env (not the training seed, so the episodes "
                              "are not the ones the training envs started from)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's own, one per core, as in the anchor); "
+                             "on a busy machine 1 avoids threads spinning against other work")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -111,6 +114,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error(f"--eval-interval must be a positive multiple of {FRAMES_PER_ITER}, got {args.eval_interval}")
     if args.final_episodes <= 0:
         parser.error("--final-episodes must be positive")
+    if args.threads is not None and args.threads <= 0:
+        parser.error("--threads must be positive")
     return args
 
 
@@ -152,22 +157,34 @@ class Recorder(Callback):
         super().__init__()
         self.result = result
         self.out = out
-        self.start = time.perf_counter()
+        self.start = self.mark = self.collected = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return round(time.perf_counter() - self.start, 2)
+
+    def on_batch_collected(self, batch: Any) -> None:
+        # Since the previous iteration's last mark: collection (plus BenchMARL's per-iteration logging).
+        self.collected = time.perf_counter()
+        self.collection_s = self.collected - self.mark
+
+    def on_train_end(self, training_td: Any, group: str) -> None:
+        exp = self.experiment
+        self.mark = now = time.perf_counter()
+        self.result["train_curve"].append({
+            "iteration": exp.n_iters_performed + 1, "frames": exp.total_frames,
+            "collection_return_per_agent": exp.mean_return, "elapsed_s": self.elapsed(),
+            "collection_s": round(self.collection_s, 2), "training_s": round(now - self.collected, 2)})
+        write_json(self.out, self.result)
 
     def on_evaluation_end(self, rollouts: list[Any]) -> None:
         returns = [per_agent_returns(r) for r in rollouts]
         exp = self.experiment
+        eval_s = time.perf_counter() - self.mark
+        self.mark = time.perf_counter()
         self.result["eval_curve"].append({
             "iteration": exp.n_iters_performed + 1, "frames": exp.total_frames,
             "return_per_agent": sum(returns) / len(returns), "episodes": len(returns),
-            "elapsed_s": round(time.perf_counter() - self.start, 2)})
-
-    def on_train_end(self, training_td: Any, group: str) -> None:
-        exp = self.experiment
-        self.result["train_curve"].append({
-            "iteration": exp.n_iters_performed + 1, "frames": exp.total_frames,
-            "collection_return_per_agent": exp.mean_return,
-            "elapsed_s": round(time.perf_counter() - self.start, 2)})
+            "elapsed_s": self.elapsed(), "evaluation_s": round(eval_s, 2)})
         write_json(self.out, self.result)
 
 
@@ -203,6 +220,8 @@ def run_inner(args: argparse.Namespace) -> None:
     from benchmarl_shim import mpe2_task
 
     out: Path = args.out.resolve()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     task = mpe2_task("SIMPLE_SPREAD", N=N_AGENTS, max_cycles=MAX_CYCLES)
 
     config = ExperimentConfig.get_from_yaml()
@@ -253,7 +272,7 @@ def run_inner(args: argparse.Namespace) -> None:
             save_s[0] += time.perf_counter() - t0
 
         experiment._save_experiment = timed_save  # the checkpoint is measured, not part of the timed run
-        recorder.start = start = time.perf_counter()
+        recorder.start = recorder.mark = start = time.perf_counter()
         experiment.run()
         wall = time.perf_counter() - start - save_s[0]
         result["machine"]["load_avg_at_end"] = os.getloadavg()
