@@ -81,12 +81,13 @@ def setup_venv() -> None:
     print(f"BenchMARL environment ready in {VENV.relative_to(ROOT)}")
 
 
-def launch(argv: list[str]) -> int:
-    """Re-run this script inside the venv; its exit status is ours."""
+def launch(argv: list[str]) -> None:
+    """Replace this process with the venv's Python running this script, so the pid the shell reports is
+    the run itself (a signal stops the run, not just a launcher)."""
     if not VENV_PYTHON.exists():
         sys.exit(f"no BenchMARL environment at {VENV.relative_to(ROOT)}: run "
                  f"'python benchmarks/benchmarl_simple_spread.py --setup' first")
-    return subprocess.run([str(VENV_PYTHON), str(Path(__file__).resolve()), "--inner", *argv]).returncode
+    os.execv(VENV_PYTHON, [str(VENV_PYTHON), str(Path(__file__).resolve()), "--inner", *argv])
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -130,7 +131,7 @@ def cpu_model() -> str:
 # Inside the venv: the BenchMARL run
 # --------------------------------------------------------------------------------------------------
 
-def per_agent_returns(rollout: Any) -> float:
+def per_agent_return(rollout: Any) -> float:
     """Episode return summed over steps, averaged over the agents (the ``agent`` group is all of them)."""
     return float(rollout.get(("next", "agent", "reward")).sum(0).mean())
 
@@ -177,7 +178,7 @@ class Recorder(Callback):
         write_json(self.out, self.result)
 
     def on_evaluation_end(self, rollouts: list[Any]) -> None:
-        returns = [per_agent_returns(r) for r in rollouts]
+        returns = [per_agent_return(r) for r in rollouts]
         exp = self.experiment
         eval_s = time.perf_counter() - self.mark
         self.mark = time.perf_counter()
@@ -194,7 +195,7 @@ def evaluate(env: Any, policy: Any, episodes: int) -> dict[str, float]:
     import torch
     from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-    if policy == "zero":
+    if isinstance(policy, str):  # "zero"
         def zero(td: Any) -> Any:
             return td.set(("agent", "action"), torch.zeros(env.full_action_spec["agent", "action"].shape))
         policy = zero
@@ -203,7 +204,7 @@ def evaluate(env: Any, policy: Any, episodes: int) -> dict[str, float]:
         for _ in range(episodes):
             rollout = env.rollout(max_steps=MAX_CYCLES, policy=policy, break_when_any_done=True,
                                   auto_cast_to_device=True)
-            returns.append(per_agent_returns(rollout))
+            returns.append(per_agent_return(rollout))
     t = torch.tensor(returns)
     return {"mean": float(t.mean()), "std": float(t.std()), "episodes": episodes}
 
@@ -345,7 +346,7 @@ def main() -> None:
     elif args.inner:
         run_inner(args)
     else:
-        sys.exit(launch(argv))
+        launch(argv)
 
 
 if __name__ == "__main__":
