@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -221,6 +222,7 @@ def run_inner(args: argparse.Namespace) -> None:
     from benchmarl_shim import mpe2_task
 
     out: Path = args.out.resolve()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # BenchMARL closes cleanly on KeyboardInterrupt
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     task = mpe2_task("SIMPLE_SPREAD", N=N_AGENTS, max_cycles=MAX_CYCLES)
@@ -274,7 +276,14 @@ def run_inner(args: argparse.Namespace) -> None:
 
         experiment._save_experiment = timed_save  # the checkpoint is measured, not part of the timed run
         recorder.start = recorder.mark = start = time.perf_counter()
-        experiment.run()
+        try:
+            experiment.run()
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (below): keep the curve so far, say it stopped
+            done = len(result["train_curve"])
+            result.update(status="stopped", stopped_after_s=round(time.perf_counter() - start, 1),
+                          iterations_done=done, frames_done=done * FRAMES_PER_ITER)
+            write_json(out, result)
+            sys.exit(f"stopped after {done} iterations; the curve so far is in {out}")
         wall = time.perf_counter() - start - save_s[0]
         result["machine"]["load_avg_at_end"] = os.getloadavg()
 
