@@ -107,6 +107,12 @@ def run_seed(seed: int, overrides: list[str], work: Path, episodes: int) -> dict
     }
 
 
+
+def _median_known(values) -> float | None:
+    """Median of the values that are known (not None), or None when none is."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
 def write_summary(runs: list[dict[str, Any]], overrides: list[str], out: Path) -> dict[str, Any]:
     summary = {
         "task": "mpe2 simple_spread_v3, N=3, max_cycles 25, continuous actions, 600,000 frames",
@@ -114,8 +120,9 @@ def write_summary(runs: list[dict[str, Any]], overrides: list[str], out: Path) -
         "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                     "torch": torch.__version__, "python": platform.python_version()},
         "median_final_return_per_agent": statistics.median(r["final_return_per_agent"] for r in runs),
-        "median_wall_s": statistics.median(r["wall_s"] for r in runs),
-        "median_cpu_s": statistics.median(r.get("cpu_s", float("nan")) for r in runs),
+        # a seed resumed across processes has no one-run time: the medians are over the seeds that do
+        "median_wall_s": _median_known(r.get("wall_s") for r in runs),
+        "median_cpu_s": _median_known(r.get("cpu_s") for r in runs),
         "runs": runs,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -145,9 +152,10 @@ def main() -> None:
         summary = write_summary(runs, args.overrides, args.out)  # after every seed: a cut session keeps them
     for r in runs:
         stall = max(r["save_stall_ms"], default=float("nan"))
+        wall, cpu, rate = (r.get(k) or float("nan") for k in ("wall_s", "cpu_s", "frames_per_s"))
         print(f"seed {r['seed']}: return/agent {r['final_return_per_agent']:.2f} ± {r['final_return_per_agent_std']:.2f} "
-              f"(best periodic {r['best_periodic_eval_return_per_agent'] or float('nan'):.2f}), {r['wall_s'] / 60:.1f} min, "
-              f"{r['frames_per_s']:.0f} frames/s, CPU {r.get('cpu_s', float('nan')) / 60:.1f} min, "
+              f"(best periodic {r['best_periodic_eval_return_per_agent'] or float('nan'):.2f}), {wall / 60:.1f} min, "
+              f"{rate:.0f} frames/s, CPU {cpu / 60:.1f} min, "
               f"checkpoint {r['checkpoint_bytes'] / 1e6:.1f} MB, "
               f"max save stall {stall:.0f} ms")
     print(f"median final return per agent: {summary['median_final_return_per_agent']:.2f}; wrote {args.out}")
