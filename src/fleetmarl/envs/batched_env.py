@@ -10,13 +10,13 @@ carry it between rounds so a resumed run sees the same episodes.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
 
 from fleetmarl.config import Config
 from fleetmarl.envs.fleet_core import METRIC_NAMES, FleetCore
+from fleetmarl.envs.rng_state import generator_from_state, generator_state
 
 Observation = dict[str, np.ndarray]
 
@@ -64,10 +64,8 @@ class BatchedSamplingEnv:
 
     def get_rng_state(self) -> dict[str, Any]:
         """The generator's state as plain Python values (safe for ``torch.load(weights_only=True)``)."""
-        return copy.deepcopy(self.rng.bit_generator.state)
+        return generator_state(self.rng)
 
     def set_rng_state(self, state: dict[str, Any]) -> None:
         """Restore a state from :meth:`get_rng_state`; the next ``reset(seed=None)`` continues from it."""
-        rng = np.random.default_rng()
-        rng.bit_generator.state = copy.deepcopy(dict(state))
-        self.rng = rng
+        self.rng = generator_from_state(state)

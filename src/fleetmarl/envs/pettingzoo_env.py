@@ -21,7 +21,6 @@ was *truncated* (time limit) does. ``step`` returns both per agent; the trainer 
 
 from __future__ import annotations
 
-import copy
 import importlib
 import json
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from fleetmarl.config import Config
+from fleetmarl.envs.rng_state import generator_from_state, generator_state
 from fleetmarl.envs.spaces import ObservationDims
 from fleetmarl.errors import UserError
 
@@ -279,12 +279,10 @@ class PettingZooBatch:
         return random_actions(self.spec, obs, rng)
 
     def get_rng_state(self) -> dict[str, Any]:
-        return copy.deepcopy(self.rng.bit_generator.state)
+        return generator_state(self.rng)
 
     def set_rng_state(self, state: dict[str, Any]) -> None:
-        rng = np.random.default_rng()
-        rng.bit_generator.state = copy.deepcopy(dict(state))
-        self.rng = rng
+        self.rng = generator_from_state(state)
 
     def close(self) -> None:
         for env in self.envs:
