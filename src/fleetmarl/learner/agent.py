@@ -63,13 +63,9 @@ class AgentTeam(nn.Module):
         self.device = torch.device(device)
         self.action_type = action_type
         self.continuous = action_type == "continuous"
-        a = dims.num_agents
-        widths = dict(hidden_dim=config.HIDDEN_DIM, embed_dim=config.EMBED_DIM, continuous=self.continuous)
-        self.actor = Actor(a, dims, heads=config.TRANSFORMER_HEADS, layers=config.TRANSFORMER_LAYERS, **widths)
-        self.critic = CentralCritic(a, dims, **widths)
-        self.actor_target = Actor(a, dims, heads=config.TRANSFORMER_HEADS, layers=config.TRANSFORMER_LAYERS,
-                                  **widths).requires_grad_(False)
-        self.critic_target = CentralCritic(a, dims, **widths).requires_grad_(False)
+        self.actor, self.critic = self._make_actor(), self._make_critic()
+        self.actor_target = self._make_actor().requires_grad_(False)
+        self.critic_target = self._make_critic().requires_grad_(False)
         self.actor_target.load_state_dict(self.actor.state_dict())
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.to(self.device)
@@ -79,6 +75,17 @@ class AgentTeam(nn.Module):
         self.actor_optimizer = _adam(self.actor.parameters(), self.base_lr_actor, self.device)
         self.critic_optimizer = _adam(self.critic.parameters(), self.base_lr_critic, self.device)
 
+    def _make_actor(self) -> nn.Module:
+        """One stacked actor (called for the online and the target network); subclasses swap the kind."""
+        c = self.config
+        return Actor(self.dims.num_agents, self.dims, c.HIDDEN_DIM, c.EMBED_DIM, c.TRANSFORMER_HEADS,
+                     c.TRANSFORMER_LAYERS, continuous=self.continuous)
+
+    def _make_critic(self) -> nn.Module:
+        """One stacked centralised critic (online or target)."""
+        c = self.config
+        return CentralCritic(self.dims.num_agents, self.dims, c.HIDDEN_DIM, c.EMBED_DIM, continuous=self.continuous)
+
     @property
     def num_agents(self) -> int:
         return self.dims.num_agents
@@ -86,22 +93,20 @@ class AgentTeam(nn.Module):
     @property
     def point_rows(self) -> str:
         """"active" when the actors encode only active points, "all" when every slot (files before 0.2)."""
-        return "all" if self.actor.active_column is None else "active"
+        return _rows_read(self.actor)
 
     def set_point_rows(self, rows: str) -> None:
         """Encode only active points ("active") or every slot ("all"), as the loaded weights were trained."""
-        column = self.dims.active_column if rows == "active" else None
-        self.actor.active_column = self.actor_target.active_column = column
+        _set_rows(rows, self.dims, self.actor, self.actor_target)
 
     @property
     def critic_rows(self) -> str:
         """"active" when the critics encode only active points, "all" when every slot (files before 0.2.1)."""
-        return "all" if self.critic.active_column is None else "active"
+        return _rows_read(self.critic)
 
     def set_critic_rows(self, rows: str) -> None:
         """The critics' counterpart of :meth:`set_point_rows`: a resumed run keeps the maths it was trained with."""
-        column = self.dims.active_column if rows == "active" else None
-        self.critic.active_column = self.critic_target.active_column = column
+        _set_rows(rows, self.dims, self.critic, self.critic_target)
 
     def set_lr_episode(self, episode: int) -> None:
         """Every optimizer's learning rate = its start value x ``lr_factor(config, episode)``."""
@@ -110,6 +115,17 @@ class AgentTeam(nn.Module):
         for optimizer, base in ((self.actor_optimizer, self.base_lr_actor), (self.critic_optimizer, self.base_lr_critic)):
             for group in optimizer.param_groups:
                 group["lr"] = base * factor
+
+
+def _rows_read(network: nn.Module) -> str:
+    """Which point rows a network encodes: "active" or "all" (its ``active_column`` is None)."""
+    return "all" if network.active_column is None else "active"
+
+
+def _set_rows(rows: str, dims: ObservationDims, *networks: nn.Module) -> None:
+    column = dims.active_column if rows == "active" else None
+    for network in networks:
+        network.active_column = column
 
 
 def _adam(params: Any, lr: float, device: torch.device) -> torch.optim.Optimizer:

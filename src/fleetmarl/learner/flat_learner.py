@@ -25,7 +25,7 @@ from fleetmarl.config import Config
 from fleetmarl.envs.spaces import ObservationDims
 from fleetmarl.errors import CheckpointError
 from fleetmarl.learner.actions import explore_continuous, select_actions, straight_through_gumbel
-from fleetmarl.learner.agent import ACTION_TYPES, AgentTeam, AgentView, MADDPGAgent, _adam, _to_tensor
+from fleetmarl.learner.agent import AgentTeam, AgentView, MADDPGAgent, _to_tensor
 from fleetmarl.learner.maddpg import LOGIT_REGULARISATION, MADDPG, CriticStep
 from fleetmarl.learner.mlp_networks import FlatActor, FlatCentralCritic
 
@@ -39,28 +39,13 @@ _NO_ENCODER = nn.Identity()
 class FlatTeam(AgentTeam):
     """Every agent's MLP actor and centralised critic as stacked ``(A, ...)`` parameters, one Adam per kind."""
 
-    def __init__(self, dims: ObservationDims, config: Config, device: torch.device | str = "cpu",
-                 *, action_type: str = "discrete") -> None:
-        nn.Module.__init__(self)  # AgentTeam's own __init__ builds the fleet's Transformer networks
-        if action_type not in ACTION_TYPES:
-            raise ValueError(f"action_type must be one of {', '.join(ACTION_TYPES)}, got {action_type!r}")
-        self.dims, self.config = dims, config
-        self.device = torch.device(device)
-        self.action_type = action_type
-        self.continuous = action_type == "continuous"
-        a, o, k, h = dims.num_agents, dims.state, dims.num_actions, config.HIDDEN_DIM
-        self.actor = FlatActor(a, o, h, k, continuous=self.continuous)
-        self.critic = FlatCentralCritic(a, o, k, h)
-        self.actor_target = FlatActor(a, o, h, k, continuous=self.continuous).requires_grad_(False)
-        self.critic_target = FlatCentralCritic(a, o, k, h).requires_grad_(False)
-        self.actor_target.load_state_dict(self.actor.state_dict())
-        self.critic_target.load_state_dict(self.critic.state_dict())
-        self.to(self.device)
-        self.base_lr_actor = float(config.LR_ACTOR)
-        self.base_lr_critic = float(config.LR_CRITIC)
-        self.lr_episode = 0
-        self.actor_optimizer = _adam(self.actor.parameters(), self.base_lr_actor, self.device)
-        self.critic_optimizer = _adam(self.critic.parameters(), self.base_lr_critic, self.device)
+    def _make_actor(self) -> nn.Module:
+        d = self.dims
+        return FlatActor(d.num_agents, d.state, self.config.HIDDEN_DIM, d.num_actions, continuous=self.continuous)
+
+    def _make_critic(self) -> nn.Module:
+        d = self.dims
+        return FlatCentralCritic(d.num_agents, d.state, d.num_actions, self.config.HIDDEN_DIM)
 
     @property
     def point_rows(self) -> str:
