@@ -12,7 +12,7 @@ import torch
 from fleetmarl.config import Config
 from fleetmarl.envs.spaces import OTHER_COLUMNS, observation_dims
 from fleetmarl.errors import CheckpointError
-from fleetmarl.learner.buffer import ReplayBuffer, SumTree
+from fleetmarl.learner.buffer import NOT_TAUGHT, ReplayBuffer, SumTree
 
 SMALL = dict(NUM_AGENTS=3, NUM_POINTS=5, INITIAL_POINTS=3, BATCH_SIZE=8, CAPACITY=50)
 
@@ -41,8 +41,9 @@ def fill(buffer: ReplayBuffer, steps: int, batch: int = 4, seed: int = 0) -> lis
         actions = rng.integers(0, buffer.dims.num_actions, (batch, a))
         rewards = rng.standard_normal((batch, a)).astype(np.float32)
         dones = rng.random(batch) < 0.2
-        buffer.add(obs, actions, rewards, nxt, dones)
-        added.append((obs, actions, rewards, nxt, dones))
+        taught = rng.integers(0, buffer.dims.num_actions, (batch, a))
+        buffer.add(obs, actions, rewards, nxt, dones, taught)
+        added.append((obs, actions, rewards, nxt, dones, taught))
     return added
 
 
@@ -59,15 +60,17 @@ def test_sample_returns_what_was_stored(prioritized: bool) -> None:
     assert batch.actions.dtype == torch.int64 and batch.actions.shape == (16, d.num_agents)
     assert batch.weights.shape == (16,) and batch.indices.shape == (16,)
     for row, slot in enumerate(batch.indices.tolist()):
-        obs, actions, rewards, nxt, dones = added[slot // 4]
+        obs, actions, rewards, nxt, dones, taught = added[slot // 4]
         j = slot % 4
         assert torch.equal(batch.obs["state"][row], torch.from_numpy(obs["state"][j]))
         assert torch.equal(batch.next_obs["action_mask"][row], torch.from_numpy(nxt["action_mask"][j]))
         # float16 storage: within half-precision rounding of the raw features
         np.testing.assert_allclose(batch.obs["point_features"][row].numpy(), obs["point_features"][j], rtol=1e-3, atol=1e-3)
         assert batch.actions[row].tolist() == actions[j].tolist()
+        assert batch.taught[row].tolist() == taught[j].tolist()
         assert batch.rewards[row].tolist() == rewards[j].tolist()
         assert float(batch.dones[row]) == float(dones[j])
+        assert batch.taught is not None and batch.taught[row].tolist() == taught[j].tolist()
     if not prioritized:
         assert torch.all(batch.weights == 1)
 
@@ -84,7 +87,7 @@ def test_bytes_per_transition_counts_every_array() -> None:
     assert buffer.layout == "plain"
     d = buffer.dims
     frame = d.num_agents * (4 * d.state + 2 * d.num_points * d.point + 4 * d.other_rows * d.other + (d.num_actions + 7) // 8)
-    assert buffer.bytes_per_transition() == frame + d.num_agents * (2 + 4) + 1 + 8
+    assert buffer.bytes_per_transition() == frame + d.num_agents * (2 + 2 + 4) + 1 + 8  # action, taught, reward
     assert make(True).bytes_per_transition() == make(False).bytes_per_transition() + 8
 
 
@@ -97,7 +100,7 @@ def test_defaults_use_at_most_2500_bytes_per_transition() -> None:
 
 def env_transitions(config: Config, steps: int, num_envs: int = 4):
     from fleetmarl.envs import BatchedSamplingEnv
-    from fleetmarl.envs.policies import random_policy
+    from fleetmarl.envs.policies import greedy_policy, random_policy
 
     env = BatchedSamplingEnv(config, num_envs=num_envs)
     rng = np.random.default_rng(0)
@@ -106,7 +109,7 @@ def env_transitions(config: Config, steps: int, num_envs: int = 4):
         actions = random_policy(obs, rng)
         nxt, rewards, terminated, truncated, infos = env.step(actions)
         dones = terminated | truncated
-        yield obs, actions, rewards, infos["final_obs"] if dones.any() else nxt, dones
+        yield obs, actions, rewards, infos["final_obs"] if dones.any() else nxt, dones, greedy_policy(obs)
         obs = nxt
 
 
@@ -127,7 +130,7 @@ def test_fleet_layout_returns_the_environments_observations(prioritized: bool) -
     batch = buffer.sample(64)
     for row, slot in enumerate(batch.indices.tolist()):
         step, j = divmod(int(buffer._global(np.array([slot]))[0]), 4)
-        obs, actions, rewards, nxt, _ = log[step]
+        obs, actions, rewards, nxt, _, taught = log[step]
         for source, got in ((obs, batch.obs), (nxt, batch.next_obs)):
             assert torch.equal(got["state"][row], torch.from_numpy(source["state"][j]))
             assert torch.equal(got["action_mask"][row], torch.from_numpy(source["action_mask"][j]))
@@ -143,7 +146,7 @@ def test_fleet_layout_returns_the_environments_observations(prioritized: bool) -
 def test_structure_checks_name_the_broken_column() -> None:
     config = Config(**ENV)
     buffer = ReplayBuffer(config, observation_dims(config), seed=0, layout="fleet")
-    obs, actions, rewards, nxt, dones = next(env_transitions(config, 1))
+    obs, actions, rewards, nxt, dones, _ = next(env_transitions(config, 1))
     obs = {k: v.copy() for k, v in obs.items()}
     obs["point_features"][0, 1, 0, -1] += 1.0  # a per-point column that now differs between vehicles
     with pytest.raises(ValueError, match="per-point columns differ"):
@@ -226,6 +229,7 @@ def assert_same_batches(a: ReplayBuffer, b: ReplayBuffer, rounds: int = 3) -> No
         for key in x.obs:
             assert torch.equal(x.obs[key], y.obs[key]) and torch.equal(x.next_obs[key], y.next_obs[key])
         assert torch.equal(x.actions, y.actions) and torch.equal(x.rewards, y.rewards)
+        assert torch.equal(x.taught, y.taught)
 
 
 @pytest.mark.parametrize("prioritized", [False, True])
@@ -348,3 +352,20 @@ def test_an_empty_buffer_saves_and_loads() -> None:
     assert len(restored) == 0
     restored.add(*next(env_transitions(config, 1)))
     assert len(restored) == 4 and restored.layout == "fleet"
+
+
+def test_teacher_choices_are_optional_and_a_state_saved_without_them_loads_as_not_taught() -> None:
+    buffer = make(False)
+    fill(buffer, 2)
+    rng = np.random.default_rng(3)
+    a = buffer.dims.num_agents
+    buffer.add(random_obs(buffer, 4, rng), np.zeros((4, a), dtype=np.int64), np.zeros((4, a), np.float32),
+               random_obs(buffer, 4, rng), np.zeros(4, bool))  # no teacher this step
+    assert (buffer.taught[8:12] == NOT_TAUGHT).all() and (buffer.taught[:8] >= 0).all()
+    state = roundtrip(buffer.state_dict())
+    for payload in [*state["chunks"], state["tail"]]:
+        payload.pop("taught")  # as written before teachers were recorded
+    restored = make(False)
+    restored.load_state_dict(state)
+    assert (restored.taught[: len(restored)] == NOT_TAUGHT).all()
+    assert torch.equal(restored.sample(8).actions, buffer.sample(8).actions)

@@ -38,7 +38,7 @@ LR_DECAY_TYPES = ("exponential", "step", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
 WARMUP_POLICIES = ("greedy", "ortools", "random")
-TEACHER_POLICIES = ("greedy", "none")
+TEACHER_POLICIES = ("greedy", "ortools", "none")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,8 +170,8 @@ class Config:
     """who acts until WARMUP_TRANSITIONS are stored: 'greedy' or 'ortools' (reference dispatchers, whose choices
     the actor then imitates in pre-training) or 'random'"""
     TEACHER_POLICY: str = "greedy"
-    """reference policy whose choice on each replayed state the actor imitates where the critic rates it higher
-    than the actor's (Q-filtered behaviour cloning); 'none' turns it off"""
+    """reference dispatcher, 'greedy' or 'ortools', asked on every step; the actor imitates its recorded choice
+    where the critic rates it higher than the actor's own (Q-filtered behaviour cloning); 'none' turns it off"""
     BC_WEIGHT: float = 1.0
     """weight of the Q-filtered imitation term in the actor loss at episode 0"""
     BC_EPISODES: int = 0

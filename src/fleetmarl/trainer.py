@@ -33,7 +33,7 @@ from fleetmarl import checkpoint as ckpt
 from fleetmarl.config import Config, is_fleet_environment
 from fleetmarl.device import resolve_device
 from fleetmarl.envs import environment_dims, make_batched_env, with_environment_agents
-from fleetmarl.envs.policies import random_policy, reference_policy
+from fleetmarl.envs.policies import BatchPolicy, random_policy, reference_policy
 from fleetmarl.errors import CheckpointError, FleetmarlError
 from fleetmarl.eval.evaluation import default_eval_seed, evaluate_algorithm
 from fleetmarl.learner.buffer import ReplayBuffer
@@ -111,9 +111,7 @@ class Trainer:
         self.agents = build_team(config, self.device)
         # the reference dispatchers exist only for the fleet: a PettingZoo env warms up at random, no teacher
         self.warmup_policy = config.WARMUP_POLICY if self.fleet else "random"
-        teacher = (reference_policy(config.TEACHER_POLICY, config=config)
-                   if self.fleet and config.TEACHER_POLICY != "none" else None)
-        self.algo = build_algorithm(self.agents, config, teacher=teacher)
+        self.algo = build_algorithm(self.agents, config)
         flat = {} if self.fleet else {"layout": "plain", "per_agent_dones": True}
         self.buffer = ReplayBuffer(config, self.dims, seed=config.RANDOM_SEED + 1, action_dim=action_dim(config), **flat)
         self.env = make_batched_env(config, num_envs=config.NUM_ENVS)
@@ -124,7 +122,9 @@ class Trainer:
         self.previous_upload: str | None = None
         """name of the run's newest uploaded checkpoint: the next upload copies its replay chunks in the store"""
         self.fresh_env = True
-        self._dispatcher: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None  # warm-up actor, built on use
+        self._dispatcher: BatchPolicy | None = None  # warm-up actor, built on use
+        self.teacher = self._build_teacher()
+        """asked on every step's observation; the buffer keeps its choices for the Q-filtered imitation"""
         self.previous_checkpoint: Path | None = None
         """the run's newest committed checkpoint: the next save hard-links its replay chunks"""
         self.lock = ckpt.TrainingLock(self.checkpoints_dir)
@@ -197,13 +197,15 @@ class Trainer:
         infos: dict[str, Any] = {}
         ready = max(c.WARMUP_TRANSITIONS, c.BATCH_SIZE)
         for _ in range(c.MAX_NUM_STEPS):
-            if len(self.buffer) < c.WARMUP_TRANSITIONS:
+            warming_up = len(self.buffer) < c.WARMUP_TRANSITIONS
+            if warming_up:
                 actions = self._warmup_actions(obs)
             else:
                 actions = self.algo.act(self._to_torch(obs), noise).cpu().numpy()
+            taught = self._teacher_choices(obs, actions, warming_up)
             next_obs, rewards, terminated, truncated, infos = self.env.step(actions)
             dones = terminated | truncated
-            self._store(obs, actions, rewards, infos.get("final_obs", next_obs), terminated, dones, infos)
+            self._store(obs, actions, rewards, infos.get("final_obs", next_obs), terminated, dones, infos, taught)
             round_rewards += rewards.sum(axis=1)
             obs = next_obs
             s.env_steps += 1
@@ -221,12 +223,12 @@ class Trainer:
 
     def _store(self, obs: dict[str, np.ndarray], actions: np.ndarray, rewards: np.ndarray,
                next_obs: dict[str, np.ndarray], terminated: np.ndarray, dones: np.ndarray,
-               infos: dict[str, Any]) -> None:
+               infos: dict[str, Any], taught: np.ndarray | None = None) -> None:
         """The fleet stores every copy and ends bootstrapping at its fixed episode end, as always; a PettingZoo
         batch stores only the copies that stepped, with per-agent terminations (truncation bootstraps)."""
         stepped = infos.get("stepped")
         if stepped is None:
-            self.buffer.add(obs, actions, rewards, next_obs, dones)
+            self.buffer.add(obs, actions, rewards, next_obs, dones, taught)
             return
         rows = np.flatnonzero(stepped)
         self.buffer.add({k: v[rows] for k, v in obs.items()}, actions[rows], rewards[rows],
@@ -242,6 +244,26 @@ class Trainer:
         if self._dispatcher is None:  # OR-Tools keeps plans per row and notices new episodes itself
             self._dispatcher = reference_policy(self.config.WARMUP_POLICY, self.config.RANDOM_SEED, self.config)
         return self._dispatcher(obs)
+
+    def _build_teacher(self) -> BatchPolicy | None:
+        """The fleet's TEACHER_POLICY; the warm-up dispatcher itself when it is the same policy, so a
+        stateful one (OR-Tools' plans) is asked once per step and keeps one memory."""
+        c = self.config
+        if not self.fleet or c.TEACHER_POLICY == "none":
+            return None
+        if c.TEACHER_POLICY == c.WARMUP_POLICY:
+            self._dispatcher = reference_policy(c.WARMUP_POLICY, c.RANDOM_SEED, c)
+            return self._dispatcher
+        return reference_policy(c.TEACHER_POLICY, c.RANDOM_SEED, c)
+
+    def _teacher_choices(self, obs: dict[str, np.ndarray], actions: np.ndarray, warming_up: bool) -> np.ndarray | None:
+        """The teacher's choices on ``obs`` (B, A), asked on every step so a planning teacher follows the
+        episode; during a warm-up by that same teacher they are the actions just taken."""
+        if self.teacher is None:
+            return None
+        if warming_up and self.teacher is self._dispatcher:
+            return actions
+        return self.teacher(obs)
 
     def _update(self, *, imitate: bool = False) -> dict[str, torch.Tensor]:
         batch = self.buffer.sample(self.config.BATCH_SIZE, self.device)

@@ -75,6 +75,12 @@ def _point_scores(features: np.ndarray) -> np.ndarray:
     return np.where(features[..., POINT["heading"]] > 0, -np.inf, score)
 
 
+def pure_policy(name: str) -> BatchPolicy | None:
+    """The named reference policy if its choice is a function of the observation alone, so it may be asked
+    again about a replayed one (greedy); None for one with memory or its own random draws (ortools, random)."""
+    return greedy_policy if name == "greedy" else None
+
+
 def reference_policy(name: str, seed: int = 0, config: Config | None = None) -> BatchPolicy:
     """``"random"`` (its own generator, seeded by ``seed``), ``"greedy"`` or ``"ortools"`` as an obs -> actions
     function. ``"ortools"`` re-plans routes with a solver (:mod:`fleetmarl.envs.ortools_dispatcher`), so it

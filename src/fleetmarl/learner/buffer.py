@@ -20,8 +20,8 @@ Why compact (issue 11: 12.5 KB per transition became 1.2 GB per checkpoint). Thr
 
 One frame at the defaults (A=5, N=30): state 320 + point rows 1,200 + shared point rows 660 + relative
 other rows 200 + mask bits 20 = 2,400 bytes; a transition adds action 10, reward 20, done 1, next
-reference 8 and the PER leaf 8, and one final frame per episode end (2,400 / MAX_NUM_STEPS): about
-2,460 bytes in all, against 12,519 before. Data that does not have this structure (tests with random
+reference 8, the teacher's choice 10 and the PER leaf 8, and one final frame per episode end (2,400 /
+MAX_NUM_STEPS): about 2,470 bytes in all, against 12,519 before. Data that does not have this structure (tests with random
 observations, another environment) is stored with :class:`PlainFrameCodec` (still once per
 observation); ``layout="auto"`` picks the codec from the first ``add`` and the choice is saved.
 
@@ -67,6 +67,8 @@ FORMAT_VERSION = 2
 CHUNK_TRANSITIONS = 2048
 """Transitions per immutable chunk (at most; small buffers use CAPACITY // 16, at least 64): the unit a
 checkpoint writes once and hard-links afterwards. 2048 default transitions are about 5 MB."""
+NOT_TAUGHT = -1
+"""``taught`` of a transition without a recorded teacher choice."""
 PENDING = np.iinfo(np.int64).min
 """``next_ref`` of the newest transitions, whose next observation is still in the pending frames."""
 
@@ -100,6 +102,10 @@ class Batch:
     dones: torch.Tensor
     weights: torch.Tensor
     indices: torch.Tensor
+    taught: torch.Tensor | None = None
+    """(B, A) int64: the teacher's choice recorded when the step was taken, ``NOT_TAUGHT`` where none was
+    (random warm-up without a teacher, a buffer saved before teachers were recorded); None for continuous
+    actions."""
 
 
 # ---------------------------------------------------------------------- frame codecs
@@ -365,6 +371,9 @@ class ReplayBuffer:
         self.final: dict[str, np.ndarray] = {}
         action_shape = (c, a) if action_dim is None else (c, a, int(action_dim))
         self.actions = np.zeros(action_shape, dtype=np.int16 if action_dim is None else np.float32)
+        # The teacher's choice on each step's observation, recorded at acting time: a stateful teacher
+        # (the OR-Tools dispatcher keeps a plan per environment) cannot be asked again at update time.
+        self.taught = None if action_dim is not None else np.full((c, a), NOT_TAUGHT, dtype=np.int16)
         self.rewards = np.zeros((c, a), dtype=np.float32)
         self.dones = np.zeros((c, a) if per_agent_dones else (c,), dtype=np.bool_)
         self.next_ref = np.zeros((c,), dtype=np.int64)
@@ -392,6 +401,8 @@ class ReplayBuffer:
         """Bytes of RAM (and of a checkpoint) per stored transition, not counting the final frames at
         episode ends (one frame per episode, i.e. :meth:`frame_bytes` / MAX_NUM_STEPS more)."""
         per = self.frame_bytes() + self.actions[0].nbytes + self.rewards[0].nbytes + 1 + self.next_ref.itemsize
+        if self.taught is not None:
+            per += self.taught[0].nbytes
         if self.tree is not None:
             per += self.tree.nodes.itemsize  # one leaf (internal nodes add about as much again, unsaved)
         return int(per)
@@ -411,9 +422,10 @@ class ReplayBuffer:
 
     # ------------------------------------------------------------------ writing
     def add(self, obs: dict[str, np.ndarray], actions: np.ndarray, rewards: np.ndarray,
-            next_obs: dict[str, np.ndarray], dones: np.ndarray) -> None:
+            next_obs: dict[str, np.ndarray], dones: np.ndarray, taught: np.ndarray | None = None) -> None:
         """Store one transition per environment: obs arrays (B, A, ...), actions (B, A) or (B, A, D),
-        rewards (B, A), dones (B,) (or (B, A) with ``per_agent_dones``)."""
+        rewards (B, A), dones (B,) (or (B, A) with ``per_agent_dones``), and optionally the teacher's
+        choices (B, A) on ``obs`` (discrete actions only)."""
         actions = np.asarray(actions)
         count = actions.shape[0]
         if self.codec is None:
@@ -430,6 +442,8 @@ class ReplayBuffer:
             for key, value in enc_obs.items():
                 self.frames[key][slots] = value
             self.actions[slots] = actions
+            if self.taught is not None:
+                self.taught[slots] = NOT_TAUGHT if taught is None else taught
             self.rewards[slots] = rewards
             self.dones[slots] = dones
             self.next_ref[slots] = PENDING
@@ -490,6 +504,7 @@ class ReplayBuffer:
             dones=put(self.dones[indices], torch.float32),
             weights=put(weights),
             indices=put(indices.astype(np.int64)),
+            taught=None if self.taught is None else put(self.taught[indices], torch.int64),
         )
 
     def _gather(self, slots: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -568,7 +583,7 @@ class ReplayBuffer:
         slots = np.arange(first, end) % self.capacity
         refs = self.next_ref[slots].copy()
         finals = (-1 - refs[(refs < 0) & (refs != PENDING)]) if len(refs) else refs
-        return {
+        payload = {
             "first": int(first), "end": int(end),
             "frames": {k: torch.from_numpy(v[slots]) for k, v in self.frames.items()},
             "actions": torch.from_numpy(self.actions[slots]),
@@ -578,6 +593,9 @@ class ReplayBuffer:
             "final_index": torch.from_numpy(finals.astype(np.int64)),
             "final": {k: torch.from_numpy(v[finals % self.capacity]) for k, v in self.final.items()},
         }
+        if self.taught is not None:
+            payload["taught"] = torch.from_numpy(self.taught[slots])
+        return payload
 
     def _copy_pinned_before_overwrite(self, first: int, end: int) -> None:
         """Called with the lock held: transitions [first, end) are about to be overwritten."""
@@ -676,6 +694,8 @@ class ReplayBuffer:
         else:
             self._use_codec(layout)
         self.actions[:] = 0
+        if self.taught is not None:
+            self.taught[:] = NOT_TAUGHT
         self.rewards[:] = 0
         self.dones[:] = False
         self.next_ref[:] = 0
@@ -712,6 +732,8 @@ class ReplayBuffer:
             raise CheckpointError(f"replay buffer checkpoint has done flags of shape {dones.shape[1:]} per transition "
                                   f"but this environment needs {self.dones.shape[1:]}")
         self.actions[slots] = payload["actions"].cpu().numpy()
+        if self.taught is not None and "taught" in payload:  # absent: saved before teachers were recorded
+            self.taught[slots] = payload["taught"].cpu().numpy()
         self.rewards[slots] = payload["rewards"].cpu().numpy()
         self.dones[slots] = dones
         self.next_ref[slots] = payload["next_ref"].cpu().numpy()

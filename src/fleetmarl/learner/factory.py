@@ -10,9 +10,10 @@ from __future__ import annotations
 import torch
 
 from fleetmarl.config import Config, is_fleet_environment
+from fleetmarl.envs.policies import pure_policy
 from fleetmarl.learner.agent import MADDPGAgent, build_agents
 from fleetmarl.learner.flat_learner import FlatMADDPG, build_flat_agents
-from fleetmarl.learner.maddpg import MADDPG, Teacher
+from fleetmarl.learner.maddpg import MADDPG
 
 
 def build_team(config: Config, device: torch.device | str = "cpu") -> list[MADDPGAgent]:
@@ -25,10 +26,12 @@ def build_team(config: Config, device: torch.device | str = "cpu") -> list[MADDP
     return build_flat_agents(config, spec.dims(), spec.action_type, device)
 
 
-def build_algorithm(agents: list[MADDPGAgent], config: Config, teacher: Teacher | None = None) -> MADDPG:
-    """The update over ``agents``; ``teacher`` (Q-filtered imitation) applies to the fleet only."""
+def build_algorithm(agents: list[MADDPGAgent], config: Config) -> MADDPG:
+    """The update over ``agents``; the teacher's Q-filtered imitation (``TEACHER_POLICY``) applies to the
+    fleet only."""
     if is_fleet_environment(config):
-        return MADDPG(agents, config, teacher=teacher)
+        teacher = config.TEACHER_POLICY
+        return MADDPG(agents, config, imitation=teacher != "none", relabel=pure_policy(teacher))
     return FlatMADDPG(agents, config)
 
 

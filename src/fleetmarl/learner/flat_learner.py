@@ -115,7 +115,7 @@ class FlatMADDPG(MADDPG):
     that terminated is not bootstrapped, one cut by a time limit is."""
 
     def __init__(self, agents: list[MADDPGAgent], config: Config) -> None:
-        super().__init__(agents, config, teacher=None)
+        super().__init__(agents, config)
         self.coordinated = False
 
     @torch.no_grad()

@@ -48,7 +48,8 @@ from fleetmarl.learner.precision import autocast_dtype
 from fleetmarl.learner.schedules import bc_weight
 
 Teacher = Callable[[dict[str, np.ndarray]], np.ndarray]
-"""A reference policy: batched observation dict (B, A, ...) -> actions (B, A), e.g. the greedy dispatcher."""
+"""A reference policy: batched observation dict (B, A, ...) -> actions (B, A), e.g. the greedy dispatcher.
+The trainer asks the teacher at acting time and the buffer keeps its choices (``Batch.taught``)."""
 
 if TYPE_CHECKING:
     from fleetmarl.learner.buffer import Batch
@@ -73,7 +74,11 @@ class CriticStep:
 class MADDPG:
     """The learner over a list of agents that share one :class:`AgentTeam`."""
 
-    def __init__(self, agents: list[MADDPGAgent], config: Config, teacher: Teacher | None = None) -> None:
+    def __init__(self, agents: list[MADDPGAgent], config: Config, *, imitation: bool = False,
+                 relabel: Teacher | None = None) -> None:
+        """``imitation``: add the Q-filtered imitation of the recorded teacher choices to the actor loss.
+        ``relabel``: a teacher that is a pure function of the observation, asked for rows recorded
+        without a choice (see :meth:`_taught`)."""
         if not agents:
             raise ValueError("MADDPG needs at least one agent")
         team = agents[0].team
@@ -89,7 +94,8 @@ class MADDPG:
         self.actor_updates = 0
         self.episode = 0
         self.amp_dtype = autocast_dtype(config.MIXED_PRECISION, self.device)
-        self.teacher = teacher
+        self.imitation = imitation
+        self.relabel = relabel
         self.coordinated = bool(config.COORDINATED_CHOICES) and not self.continuous and self.dims.heading_column is not None
         self._eye = torch.eye(team.num_agents, dtype=torch.bool, device=self.device)
         self._last_actor_loss = torch.zeros((), device=self.device)
@@ -208,7 +214,7 @@ class MADDPG:
         own = straight_through_gumbel(out, offered)
         live = out.masked_fill(out <= INACTIVE_LOGIT, 0.0)  # slots without a point are no logit to shrink
         loss = -self._frozen_q(critic, obs, own, replayed).mean(-1) + LOGIT_REGULARISATION * live.square().mean(dim=(-1, -2))
-        weight = bc_weight(self.config, self.episode) if self.teacher is not None else 0.0
+        weight = bc_weight(self.config, self.episode) if self.imitation else 0.0
         if weight > 0:
             loss = loss + weight * self.imitation_loss(batch, critic, out, offered, replayed)
         return loss
@@ -228,9 +234,10 @@ class MADDPG:
         (a Q-filter, as in DDPGfD / Nair et al. 2018): the teacher lifts the fleet to its level and cannot
         hold it below what the critic has learned. Per agent (A,)."""
         obs = batch.obs
-        taught = labels if labels is not None else torch.as_tensor(
-            self.teacher({k: v.cpu().numpy() for k, v in obs.items()}), device=self.device).long().transpose(0, 1)
-        allowed = offered.gather(-1, taught.unsqueeze(-1)).squeeze(-1)  # (A, B): teacher's choice is possible
+        taught = labels if labels is not None else self._taught(batch).transpose(0, 1)
+        known = taught >= 0
+        taught = taught.clamp_min(0)
+        allowed = known & offered.gather(-1, taught.unsqueeze(-1)).squeeze(-1)  # (A, B): teacher's choice is possible
         k = self.dims.num_actions
         use = allowed
         if q_filter:
@@ -243,6 +250,21 @@ class MADDPG:
         log_probs = logits.masked_fill(~offered, -1e9).log_softmax(-1)
         nll = -log_probs.gather(-1, taught.unsqueeze(-1)).squeeze(-1)  # (A, B)
         return (nll * use).sum(-1) / use.sum(-1).clamp_min(1.0)
+
+    def _taught(self, batch: Batch) -> torch.Tensor:
+        """The teacher's choices (B, A) recorded with the batch; rows recorded without one (a buffer saved
+        before teachers were recorded) are asked of ``relabel``, a teacher that is a pure function of the
+        observation (greedy), or stay ``NOT_TAUGHT`` and are not imitated."""
+        taught = batch.taught
+        if taught is None:
+            raise ValueError("Q-filtered imitation needs the teacher's choices recorded in the batch (Batch.taught)")
+        missing = (taught < 0).any(-1)
+        if self.relabel is not None and bool(missing.any()):
+            rows = missing.nonzero().squeeze(-1)
+            obs = {k: v[rows].cpu().numpy() for k, v in batch.obs.items()}
+            taught = taught.clone()
+            taught[rows] = torch.as_tensor(self.relabel(obs), device=taught.device).long()
+        return taught.to(self.device)
 
     def _frozen_q(self, critic: CriticStep, obs: dict[str, torch.Tensor], own: torch.Tensor,
                   replayed: torch.Tensor) -> torch.Tensor:
