@@ -47,7 +47,7 @@ def filled_buffer(config: Config, policy: str, steps: int = 360) -> ReplayBuffer
         actions = greedy_policy(obs) if policy == "greedy" else random_policy(obs, rng)
         nxt, rewards, terminated, truncated, info = env.step(actions)
         done = terminated | truncated
-        buffer.add(obs, actions, rewards, info["final_obs"] if done.any() else nxt, done)
+        buffer.add(obs, actions, rewards, info["final_obs"] if done.any() else nxt, done, greedy_policy(obs))
         obs = nxt
     return buffer
 
@@ -78,7 +78,7 @@ def _seconds(fn) -> float:
 
 def measure(config: Config, batch: Batch, repeats: int) -> dict[str, float]:
     torch.manual_seed(0)
-    algo = MADDPG(build_agents(config), config, teacher=greedy_policy)
+    algo = MADDPG(build_agents(config), config, imitation=True)  # the teacher's choices are in the batch
     algo.set_episode(0)
     for _ in range(4):  # warm up allocator and kernels
         algo.update(batch)

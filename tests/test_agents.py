@@ -215,6 +215,27 @@ def test_continuous_agents_train() -> None:
     assert any(not torch.equal(a, b) for a, b in zip(before, agents[0].transformer.parameters(), strict=True))
 
 
+def test_rows_without_a_recorded_teacher_choice_are_relabelled_by_a_pure_teacher_or_not_imitated() -> None:
+    from fleetmarl.envs.policies import greedy_policy
+    from fleetmarl.learner.buffer import NOT_TAUGHT
+
+    config = tiny()
+    torch.manual_seed(0)
+    buffer = filled_buffer(config)  # added without teacher choices, as a buffer saved before they were kept
+    batch = buffer.sample(16)
+    assert (batch.taught == NOT_TAUGHT).all()
+    greedy = greedy_policy({k: v.numpy() for k, v in batch.obs.items()})
+    relabelled = MADDPG(build_agents(config), config, imitation=True, relabel=greedy_policy)._taught(batch)
+    assert relabelled.tolist() == greedy.tolist()
+    algo = MADDPG(build_agents(config), config, imitation=True)
+    assert (algo._taught(batch) == NOT_TAUGHT).all()
+    out = algo.team.actor(*algo._agent_major(batch.obs)).float()
+    offered = algo._offered(batch.obs, batch.actions).transpose(0, 1)
+    critic = algo.critic_loss(batch)
+    loss = algo.imitation_loss(batch, critic, out, offered, algo._replay_actions(batch.actions))
+    assert torch.equal(loss, torch.zeros_like(loss))  # nothing recorded, nothing imitated
+
+
 # ---------------------------------------------------------------------- checkpoints
 def roundtrip(state: dict) -> dict:
     blob = io.BytesIO()

@@ -127,3 +127,32 @@ def test_unwritable_checkpoints_dir_is_reported_before_training(tiny_config: Con
     blocker.write_text("a file where the checkpoints folder should be")
     with pytest.raises(CheckpointError, match="CHECKPOINTS_DIR"):
         train(tiny_config.replace(CHECKPOINTS_DIR=str(blocker / "checkpoints")), log=lambda m: None)
+
+
+def test_the_teacher_is_asked_at_acting_time_and_replay_keeps_its_choices(tiny_config: Config) -> None:
+    """The warm-up dispatcher is the teacher: its recorded choices are the warm-up actions; afterwards the
+    teacher is asked on every step the actor takes, so no stored transition is without a choice."""
+    from fleetmarl.envs.policies import greedy_policy
+    from fleetmarl.trainer import Trainer
+
+    trainer = Trainer(tiny_config.replace(ENABLE_MODEL_CHECKPOINTING=False), log=lambda m: None)
+    trainer.run()
+    buffer = trainer.buffer
+    n = len(buffer)
+    assert (buffer.taught[:n] >= 0).all()
+    warm = tiny_config.WARMUP_TRANSITIONS
+    assert (buffer.taught[:warm] == buffer.actions[:warm]).all()
+    batch = buffer.sample(64)
+    assert torch.equal(batch.taught, torch.as_tensor(greedy_policy({k: v.numpy() for k, v in batch.obs.items()})))
+    assert not torch.equal(batch.taught, batch.actions)  # the actor, not the teacher, acted after warm-up
+
+
+@pytest.mark.slow
+def test_a_planning_teacher_resumes_bit_for_bit(tiny_config: Config, tmp_path: Path) -> None:
+    pytest.importorskip("ortools")
+    config = tiny_config.replace(TEACHER_POLICY="ortools", WARMUP_POLICY="ortools")
+    whole = train(config.replace(CHECKPOINTS_DIR=str(tmp_path / "whole")), log=lambda m: None)
+    train(config.replace(NUM_EPISODES=4), log=lambda m: None)
+    resumed = train(config, resume="latest", log=lambda m: None)
+    assert resumed.state.episode_rewards_log == whole.state.episode_rewards_log
+    assert_same_weights(final_weights(resumed), final_weights(whole))
