@@ -71,7 +71,7 @@ NOISE_STD_END = 0.05  # floor of the exploration noise
 NOISE_DECAY = 0.9991  # multiplier of the noise std per episode
 COORDINATED_CHOICES = True  # vehicles choose in index order and are not offered a point another vehicle heads to or chose this step
 WARMUP_POLICY = 'greedy'  # who acts until WARMUP_TRANSITIONS are stored: 'greedy' or 'ortools' (reference dispatchers, whose choices the actor then imitates in pre-training) or 'random'
-TEACHER_POLICY = 'greedy'  # reference policy whose choice on each replayed state the actor imitates where the critic rates it higher than the actor's (Q-filtered behaviour cloning); 'none' turns it off
+TEACHER_POLICY = 'greedy'  # reference dispatcher, 'greedy' or 'ortools', asked on every step; the actor imitates its recorded choice where the critic rates it higher than the actor's own (Q-filtered behaviour cloning); 'none' turns it off
 BC_WEIGHT = 1.0  # weight of the Q-filtered imitation term in the actor loss at episode 0
 BC_EPISODES = 0  # the imitation weight falls linearly to 0 at this episode; 0 keeps it at BC_WEIGHT for the whole run (annealed away, the fleet drifts below the teacher: docs/training.md)
 PRETRAIN_UPDATES = 2000  # updates run at once when warm-up ends, in which the actor only imitates the warm-up dispatcher's stored choices (the critic learns as usual), so acting starts at its level; 0 = none (and none after a random warm-up)
