@@ -369,3 +369,24 @@ def test_teacher_choices_are_optional_and_a_state_saved_without_them_loads_as_no
     restored.load_state_dict(state)
     assert (restored.taught[: len(restored)] == NOT_TAUGHT).all()
     assert torch.equal(restored.sample(8).actions, buffer.sample(8).actions)
+
+
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_n_step_targets_sum_rewards_within_the_episode_and_bootstrap_from_n_steps_on(n_step: int) -> None:
+    config = Config(**{**ENV, "N_STEP": n_step, "GAMMA": 0.9})
+    buffer = ReplayBuffer(config, observation_dims(config), seed=3)
+    steps = list(env_transitions(config, 17))  # 2 whole episodes of 7 steps and 3 steps of a third
+    for step in steps:
+        buffer.add(*step)
+    batch = buffer.sample(64, "cpu")
+    for row, slot in enumerate(batch.indices.tolist()):
+        t, env = divmod(slot, 4)
+        episode_end = (t // 7 + 1) * 7  # the step after this episode's last
+        k = min(n_step, episode_end - t, len(steps) - t)
+        expected = sum(0.9 ** i * steps[t + i][2][env] for i in range(k))
+        np.testing.assert_allclose(batch.rewards[row].numpy(), expected, rtol=1e-5)
+        done = t + k == episode_end
+        assert float(batch.dones[row]) == float(done)
+        assert float(batch.discounts[row]) == pytest.approx(0.0 if done else 0.9 ** k)
+        last_next = steps[t + k - 1][3]
+        assert torch.equal(batch.next_obs["state"][row], torch.from_numpy(last_next["state"][env]))

@@ -102,6 +102,8 @@ class Config:
     # ------------------------------------------------------------------ Learner: MADDPG + Transformer (算法设置)
     GAMMA: float = 0.95
     """discount factor"""
+    N_STEP: int = 1
+    """steps of reward summed before the critic bootstraps (n-step TD targets, within an episode); 1 = one-step"""
     TAU: float = 0.01
     """Polyak coefficient for target networks"""
     BATCH_SIZE: int = 512
@@ -429,7 +431,7 @@ def _validate(c: Config) -> None:
     for key, allowed in choices.items():
         if getattr(c, key) not in allowed:
             fail(key, f"must be one of {', '.join(allowed)}, got {getattr(c, key)!r}")
-    for key in ("NUM_AGENTS", "NUM_POINTS", "MAX_NUM_STEPS", "BATCH_SIZE", "CAPACITY", "UPDATE_EVERY",
+    for key in ("NUM_AGENTS", "NUM_POINTS", "MAX_NUM_STEPS", "BATCH_SIZE", "CAPACITY", "UPDATE_EVERY", "N_STEP",
                 "UPDATES_PER_ROUND", "HIDDEN_DIM", "EMBED_DIM", "TRANSFORMER_HEADS", "TRANSFORMER_LAYERS",
                 "ACTOR_UPDATE_FREQUENCY", "LR_DECAY_EPISODES", "NUM_EPISODES", "NUM_ENVS", "MODEL_SAVE_INTERVAL",
                 "EVAL_EPISODES", "POINT_SAMPLES_MIN", "ORTOOLS_SOLUTION_LIMIT", "ORTOOLS_TIME_LIMIT_MS"):

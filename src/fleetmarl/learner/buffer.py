@@ -92,7 +92,8 @@ class Batch:
     (B, A, A-1, O) float32, action_mask (B, A, K) bool; actions (B, A) int64, or (B, A, D) float32 for
     continuous actions; rewards (B, A) float32; dones (B,) float32 (1.0 = no bootstrap), or (B, A) per
     agent with ``per_agent_dones``; weights (B,) float32 importance weights (ones when uniform); indices
-    (B,) int64 buffer slots, for ``update_priorities``.
+    (B,) int64 buffer slots, for ``update_priorities``. With ``N_STEP`` > 1, ``rewards``, ``next_obs`` and
+    ``dones`` are those of the n-step target (see ``discounts``).
     """
 
     obs: dict[str, torch.Tensor]
@@ -102,6 +103,10 @@ class Batch:
     dones: torch.Tensor
     weights: torch.Tensor
     indices: torch.Tensor
+    discounts: torch.Tensor | None = None
+    """Shaped as ``dones``: the factor of the bootstrapped value, ``GAMMA ** k * (1 - done)`` where k steps
+    of reward are summed in ``rewards`` and ``next_obs`` is k steps on (n-step targets, ``N_STEP``); None
+    means one step, ``GAMMA * (1 - dones)``."""
     taught: torch.Tensor | None = None
     """(B, A) int64: the teacher's choice recorded when the step was taken, ``NOT_TAUGHT`` where none was
     (random warm-up without a teacher, a buffer saved before teachers were recorded); None for continuous
@@ -488,7 +493,9 @@ class ReplayBuffer:
         else:
             indices, weights = self._sample_prioritized(batch_size)
         device = torch.device(device)
-        obs_frames, next_frames = self._gather(indices)
+        rewards, last, dones, discounts = self._n_step(indices)
+        obs_frames = {k: v[indices] for k, v in self.frames.items()}
+        next_frames = self._next_frames(last)
         actions = self.actions[indices]
 
         def put(array: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -499,21 +506,49 @@ class ReplayBuffer:
         return Batch(
             obs={k: put(v) for k, v in self.codec.decode(obs_frames).items()},
             actions=put(actions, torch.int64 if self.action_dim is None else torch.float32),
-            rewards=put(self.rewards[indices]),
+            rewards=put(rewards),
             next_obs={k: put(v) for k, v in self.codec.decode(next_frames).items()},
-            dones=put(self.dones[indices], torch.float32),
+            dones=put(dones, torch.float32),
             weights=put(weights),
             indices=put(indices.astype(np.int64)),
+            discounts=put(discounts),
             taught=None if self.taught is None else put(self.taught[indices], torch.int64),
         )
 
-    def _gather(self, slots: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Encoded frames of the observations and next observations of ``slots``."""
+    def _n_step(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Rewards summed over up to ``N_STEP`` steps from ``slots`` (discounted), the slot of the last step
+        taken, its done flags and the discount of the bootstrapped value, ``GAMMA ** k * (1 - done)``.
+
+        Why: a delivery is rewarded many steps after the point was chosen; summing n rewards carries it
+        back n steps per update instead of one. The chain follows ``next_ref`` (the transition that
+        continues each one in its environment, always newer, so still stored) and stops at an episode's
+        end, a done flag, or the newest transitions, whose successor is not stored yet."""
+        gamma, c = float(self.config.GAMMA), self.capacity
+        rewards = self.rewards[slots].astype(np.float32)
+        dones = self.dones[slots].copy()
+        discounts = np.full(dones.shape, gamma, dtype=np.float32)
+        last = slots.copy()
+        for _ in range(int(self.config.N_STEP) - 1):
+            ref = self.next_ref[last]
+            done_row = dones if dones.ndim == 1 else dones.all(axis=-1)
+            go = (ref >= 0) & ~done_row
+            if not go.any():
+                break
+            nxt = ref[go] % c
+            # per agent (B, A) where dones are per agent: an agent that has finished collects nothing more
+            factor = (discounts[go] * ~dones[go]).reshape(len(nxt), -1)
+            rewards[go] += factor * self.rewards[nxt]
+            dones[go] = dones[go] | self.dones[nxt]
+            discounts[go] *= gamma
+            last[go] = nxt
+        return rewards, last, dones, discounts * ~dones
+
+    def _next_frames(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """Encoded frames of the next observations of ``slots``."""
         c = self.capacity
         ref = self.next_ref[slots]
         linked = ref >= 0
         source = np.where(linked, ref % c, slots)
-        obs = {k: v[slots] for k, v in self.frames.items()}
         nxt = {k: v[source] for k, v in self.frames.items()}
         if not linked.all():
             final = ~linked & (ref != PENDING)
@@ -527,7 +562,7 @@ class ReplayBuffer:
                 rows = self._global(slots[pending]) - self.pending_first
                 for key, value in self.pending.items():
                     nxt[key][pending] = value[rows]
-        return obs, nxt
+        return nxt
 
     def _global(self, slots: np.ndarray) -> np.ndarray:
         """Global transition index of live slots."""

@@ -26,7 +26,7 @@ from fleetmarl.envs.spaces import ObservationDims
 from fleetmarl.errors import CheckpointError
 from fleetmarl.learner.actions import explore_continuous, select_actions, straight_through_gumbel
 from fleetmarl.learner.agent import AgentTeam, AgentView, MADDPGAgent, _to_tensor
-from fleetmarl.learner.maddpg import LOGIT_REGULARISATION, MADDPG, CriticStep
+from fleetmarl.learner.maddpg import LOGIT_REGULARISATION, MADDPG, CriticStep, bootstrap_factor
 from fleetmarl.learner.mlp_networks import FlatActor, FlatCentralCritic
 
 if TYPE_CHECKING:
@@ -136,9 +136,7 @@ class FlatMADDPG(MADDPG):
         with torch.no_grad():
             next_state = batch.next_obs["state"].to(torch.float32)
             q_next = team.critic_target(next_state, self._target_actions(batch.next_obs)).float()  # (A, B)
-            dones = batch.dones.to(torch.float32)
-            not_done = 1.0 - (dones.transpose(0, 1) if dones.dim() == 2 else dones)
-            y = batch.rewards.to(torch.float32).transpose(0, 1) + c.GAMMA * not_done * q_next
+            y = batch.rewards.to(torch.float32).transpose(0, 1) + bootstrap_factor(batch, c.GAMMA) * q_next
         q = team.critic(batch.obs["state"].to(torch.float32), self._replay_actions(batch.actions)).float()
         td = q - y
         losses = (batch.weights.to(torch.float32) * td.square()).mean(-1)

@@ -3,7 +3,8 @@
 One update (:meth:`MADDPG.update`), every agent at once on its slice of the stacked networks:
 1. :meth:`MADDPG.critic_loss`: target actions of all agents on ``next_obs`` from the target actors
    (TD3 smoothing: clipped Gaussian noise on the target *logits*), masked, as one-hot vectors;
-   ``y_i = r_i + GAMMA * (1 - done) * Q'_i(next)``; loss = IS-weighted squared TD error per agent.
+   ``y_i = r_i + GAMMA * (1 - done) * Q'_i(next)`` (with ``N_STEP`` > 1, r_i summed over n steps and
+   ``GAMMA ** n``); loss = IS-weighted squared TD error per agent.
 2. :meth:`MADDPG.actor_loss`, when an actor update is due (every ``ACTOR_UPDATE_FREQUENCY`` calls with
    delayed updates): agent i's action is a straight-through Gumbel-softmax sample of its masked logits,
    the others keep their replayed actions (as in MADDPG), and the loss is ``-Q_i`` through the critic
@@ -69,6 +70,15 @@ class CriticStep:
     q: torch.Tensor
     y: torch.Tensor
     points: EmbeddedPoints
+
+
+def bootstrap_factor(batch: Batch, gamma: float) -> torch.Tensor:
+    """The factor of the target value, agent-major: (A, B) for per-agent dones, else (B,) broadcasting."""
+    if batch.discounts is None:
+        factor = gamma * (1.0 - batch.dones.to(torch.float32))
+    else:
+        factor = batch.discounts.to(torch.float32)
+    return factor.transpose(0, 1) if factor.dim() == 2 else factor
 
 
 class MADDPG:
@@ -193,8 +203,7 @@ class MADDPG:
             target = team.critic_target
             q_next = target(target.embed_points(next_points),
                             next_obs["state"].to(torch.float32), target_actions).float()  # (A, B)
-            not_done = 1.0 - batch.dones.to(torch.float32)
-            y = batch.rewards.to(torch.float32).transpose(0, 1) + c.GAMMA * not_done * q_next  # (A, B)
+            y = batch.rewards.to(torch.float32).transpose(0, 1) + bootstrap_factor(batch, c.GAMMA) * q_next  # (A, B)
         points = batch.obs["point_features"].to(torch.float32).transpose(0, 1)  # (A, B, N, F)
         embedded = team.critic.embed_points(points)
         q = team.critic(embedded, batch.obs["state"].to(torch.float32),
