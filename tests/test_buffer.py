@@ -390,3 +390,22 @@ def test_n_step_targets_sum_rewards_within_the_episode_and_bootstrap_from_n_step
         assert float(batch.discounts[row]) == pytest.approx(0.0 if done else 0.9 ** k)
         last_next = steps[t + k - 1][3]
         assert torch.equal(batch.next_obs["state"][row], torch.from_numpy(last_next["state"][env]))
+
+
+def test_n_step_with_per_agent_dones_stops_each_agents_sum_at_its_own_end() -> None:
+    config = Config(**{**SMALL, "N_STEP": 3, "GAMMA": 0.5})
+    buffer = ReplayBuffer(config, observation_dims(config), seed=0, layout="plain", per_agent_dones=True)
+    rng = np.random.default_rng(1)
+    frames = [random_obs(buffer, 1, rng) for _ in range(4)]
+    dones = [np.array([[False, False, False]]), np.array([[True, False, False]]), np.array([[True, False, True]])]
+    for t in range(3):  # one environment, agent 0 finishes at step 1, agent 2 at step 2
+        buffer.add(frames[t], np.zeros((1, 3), dtype=np.int64), np.full((1, 3), t + 1.0, dtype=np.float32),
+                   frames[t + 1], dones[t])
+    batch = buffer.sample(16, "cpu")
+    first = batch.indices == 0
+    assert first.any()
+    row = int(first.nonzero()[0, 0])
+    # agent 0: 1 + 0.5 * 2 (done at step 1); agents 1, 2: 1 + 0.5 * 2 + 0.25 * 3
+    np.testing.assert_allclose(batch.rewards[row].numpy(), [2.0, 2.75, 2.75])
+    np.testing.assert_allclose(batch.discounts[row].numpy(), [0.0, 0.125, 0.0])
+    assert torch.equal(batch.next_obs["state"][row], torch.from_numpy(frames[3]["state"][0]))
