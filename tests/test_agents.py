@@ -318,3 +318,26 @@ def test_critics_keep_the_rows_they_were_trained_on() -> None:
     assert agents[0].team.critic_rows == "all" and agents[0].team.critic.active_column is None
     agents[0].load_checkpoint_state(roundtrip(saved))
     assert agents[0].team.critic_rows == "active" and agents[0].team.critic_target.active_column is not None
+
+
+def test_q_filter_margin_keeps_imitating_unless_the_critic_is_confident() -> None:
+    """BC_Q_MARGIN: with a margin beyond any Q difference the filter passes every allowed row (plain
+    cloning of the teacher); with none it passes only rows where the critic prefers the teacher."""
+    from fleetmarl.envs.policies import greedy_policy
+
+    config = tiny()
+    torch.manual_seed(0)
+    batch = filled_buffer(config).sample(32)
+    batch.taught = torch.as_tensor(greedy_policy({k: v.numpy() for k, v in batch.obs.items()}))
+    algo = MADDPG(build_agents(config), config, imitation=True)
+    out = algo.team.actor(*algo._agent_major(batch.obs)).float()
+    offered = algo._offered(batch.obs, batch.actions).transpose(0, 1)
+    critic = algo.critic_loss(batch)
+    replayed = algo._replay_actions(batch.actions)
+    cloned = algo.imitation_loss(batch, critic, out, offered, replayed, q_filter=False)
+    losses = {}
+    for margin in (0.0, 1e9):
+        algo.config = config.replace(BC_Q_MARGIN=margin)
+        losses[margin] = algo.imitation_loss(batch, critic, out, offered, replayed)
+    assert torch.allclose(losses[1e9], cloned)
+    assert not torch.allclose(losses[0.0], cloned)

@@ -179,6 +179,9 @@ class Config:
     BC_EPISODES: int = 0
     """the imitation weight falls linearly to 0 at this episode; 0 keeps it at BC_WEIGHT for the whole run
     (annealed away, the fleet drifts below the teacher: docs/training.md)"""
+    BC_Q_MARGIN: float = 0.0
+    """the Q-filter keeps imitating the teacher unless the critic rates the actor's own choice higher by more
+    than this (in reward units): deviations must be confident, not critic noise; 0 = any higher rating"""
     PRETRAIN_UPDATES: int = 2000
     """updates run at once when warm-up ends, in which the actor only imitates the warm-up dispatcher's stored
     choices (the critic learns as usual), so acting starts at its level; 0 = none (and none after a random warm-up)"""
@@ -441,7 +444,8 @@ def _validate(c: Config) -> None:
         if getattr(c, key) <= 0:
             fail(key, f"must be greater than 0, got {getattr(c, key)}")
     for key in ("WARMUP_TRANSITIONS", "GRAD_CLIP_NORM", "LR_WARMUP_EPISODES", "KEEP_LAST_CHECKPOINTS",
-                "KEEP_BEST_CHECKPOINTS", "EVAL_INTERVAL", "NUM_THREADS", "BC_WEIGHT", "BC_EPISODES", "PRETRAIN_UPDATES", "INITIAL_POINTS", "POINT_ARRIVAL_RATE",
+                "KEEP_BEST_CHECKPOINTS", "EVAL_INTERVAL", "NUM_THREADS", "BC_WEIGHT", "BC_EPISODES", "BC_Q_MARGIN",
+                "PRETRAIN_UPDATES", "INITIAL_POINTS", "POINT_ARRIVAL_RATE",
                 "NOISE_STD_START", "NOISE_STD_END", "TARGET_POLICY_NOISE_STD", "TARGET_POLICY_NOISE_CLIP",
                 "PER_ALPHA", "PER_BETA", "PER_BETA_INCREMENT"):
         if getattr(c, key) < 0:

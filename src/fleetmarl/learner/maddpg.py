@@ -254,7 +254,7 @@ class MADDPG:
                 own_best = logits.masked_fill(~offered, float("-inf")).argmax(-1)
                 q_teacher = self._frozen_q(critic, obs, F.one_hot(taught, k).float(), replayed)
                 q_own = self._frozen_q(critic, obs, F.one_hot(own_best, k).float(), replayed)
-                use = allowed & (q_teacher > q_own)  # (A, B)
+                use = allowed & (q_teacher > q_own - self.config.BC_Q_MARGIN)  # (A, B)
         use = use.float()
         log_probs = logits.masked_fill(~offered, -1e9).log_softmax(-1)
         nll = -log_probs.gather(-1, taught.unsqueeze(-1)).squeeze(-1)  # (A, B)
