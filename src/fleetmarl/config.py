@@ -179,6 +179,9 @@ class Config:
     BC_EPISODES: int = 0
     """the imitation weight falls linearly to 0 at this episode; 0 keeps it at BC_WEIGHT for the whole run
     (annealed away, the fleet drifts below the teacher: docs/training.md)"""
+    ACTOR_Q_NORMALIZE: bool = False
+    """divide the actor's -Q term by the batch's mean |Q| (as TD3+BC does), so the critic's pull and the
+    imitation have the same scale whatever the size of the rewards"""
     BC_Q_MARGIN: float = 0.0
     """the Q-filter keeps imitating the teacher unless the critic rates the actor's own choice higher by more
     than this (in reward units): deviations must be confident, not critic noise; 0 = any higher rating"""

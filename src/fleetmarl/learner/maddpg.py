@@ -222,7 +222,10 @@ class MADDPG:
         offered = self._offered(obs, batch.actions).transpose(0, 1)  # (A, B, K)
         own = straight_through_gumbel(out, offered)
         live = out.masked_fill(out <= INACTIVE_LOGIT, 0.0)  # slots without a point are no logit to shrink
-        loss = -self._frozen_q(critic, obs, own, replayed).mean(-1) + LOGIT_REGULARISATION * live.square().mean(dim=(-1, -2))
+        q = self._frozen_q(critic, obs, own, replayed)  # (A, B)
+        if self.config.ACTOR_Q_NORMALIZE:
+            q = q / q.detach().abs().mean(-1, keepdim=True).clamp_min(1e-6)
+        loss = -q.mean(-1) + LOGIT_REGULARISATION * live.square().mean(dim=(-1, -2))
         weight = bc_weight(self.config, self.episode) if self.imitation else 0.0
         if weight > 0:
             loss = loss + weight * self.imitation_loss(batch, critic, out, offered, replayed)
