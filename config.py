@@ -75,6 +75,7 @@ WARMUP_POLICY = 'greedy'  # who acts until WARMUP_TRANSITIONS are stored: 'greed
 TEACHER_POLICY = 'greedy'  # reference dispatcher, 'greedy' or 'ortools', asked on every step; the actor imitates its recorded choice where the critic rates it higher than the actor's own (Q-filtered behaviour cloning); 'none' turns it off
 BC_WEIGHT = 1.0  # weight of the Q-filtered imitation term in the actor loss at episode 0
 BC_EPISODES = 0  # the imitation weight falls linearly to 0 at this episode; 0 keeps it at BC_WEIGHT for the whole run (annealed away, the fleet drifts below the teacher: docs/training.md)
+ACTOR_Q_NORMALIZE = False  # divide the actor's -Q term by the batch's mean |Q| (as TD3+BC does), so the critic's pull and the imitation have the same scale whatever the size of the rewards
 BC_Q_MARGIN = 0.0  # the Q-filter keeps imitating the teacher unless the critic rates the actor's own choice higher by more than this (in reward units): deviations must be confident, not critic noise; 0 = any higher rating
 PRETRAIN_UPDATES = 2000  # updates run at once when warm-up ends, in which the actor only imitates the warm-up dispatcher's stored choices (the critic learns as usual), so acting starts at its level; 0 = none (and none after a random warm-up)
 
