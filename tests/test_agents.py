@@ -341,3 +341,15 @@ def test_q_filter_margin_keeps_imitating_unless_the_critic_is_confident() -> Non
         losses[margin] = algo.imitation_loss(batch, critic, out, offered, replayed)
     assert torch.allclose(losses[1e9], cloned)
     assert not torch.allclose(losses[0.0], cloned)
+
+
+def test_normalized_actor_objective_does_not_grow_with_the_reward_scale() -> None:
+    """ACTOR_Q_NORMALIZE: Q over the batch's mean |Q| per agent, so rewards x10 pull the actor as hard as x1."""
+    from fleetmarl.learner.maddpg import actor_objective
+
+    q = torch.tensor([[1.0, 3.0, -2.0], [5.0, 5.0, 5.0]], requires_grad=True)  # (A=2, B=3)
+    assert torch.allclose(actor_objective(q, False), -q.mean(-1))
+    assert torch.allclose(actor_objective(q * 10, True), actor_objective(q, True))
+    assert torch.allclose(actor_objective(q, True), torch.tensor([-1.0 / 3.0, -1.0]))
+    actor_objective(q, True).sum().backward()  # the scale is a constant: gradient -1 / (B * mean|Q|)
+    assert torch.allclose(q.grad, torch.tensor([[-1 / 6.0] * 3, [-1 / 15.0] * 3]))

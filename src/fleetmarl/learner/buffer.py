@@ -524,8 +524,8 @@ class ReplayBuffer:
         continues each one in its environment, always newer, so still stored) and stops at an episode's
         end, a done flag, or the newest transitions, whose successor is not stored yet."""
         gamma, c = float(self.config.GAMMA), self.capacity
-        rewards = self.rewards[slots].astype(np.float32)
-        dones = self.dones[slots].copy()
+        rewards = self.rewards[slots]  # indexing copies: summed into in place below
+        dones = self.dones[slots]
         discounts = np.full(dones.shape, gamma, dtype=np.float32)
         last = slots.copy()
         for _ in range(int(self.config.N_STEP) - 1):

@@ -26,7 +26,13 @@ from fleetmarl.envs.spaces import ObservationDims
 from fleetmarl.errors import CheckpointError
 from fleetmarl.learner.actions import explore_continuous, select_actions, straight_through_gumbel
 from fleetmarl.learner.agent import AgentTeam, AgentView, MADDPGAgent, _to_tensor
-from fleetmarl.learner.maddpg import LOGIT_REGULARISATION, MADDPG, CriticStep, bootstrap_factor
+from fleetmarl.learner.maddpg import (
+    LOGIT_REGULARISATION,
+    MADDPG,
+    CriticStep,
+    actor_objective,
+    bootstrap_factor,
+)
 from fleetmarl.learner.mlp_networks import FlatActor, FlatCentralCritic
 
 if TYPE_CHECKING:
@@ -157,7 +163,7 @@ class FlatMADDPG(MADDPG):
         joint = torch.where(self._eye[:, None, :, None], own.unsqueeze(2), replayed.unsqueeze(0))  # (A, B, A, K|D)
         frozen = {name: p.detach() for name, p in team.critic.named_parameters()}
         q = torch.func.functional_call(team.critic, frozen, (state, joint)).float()
-        return -q.mean(-1) + penalty
+        return actor_objective(q, self.config.ACTOR_Q_NORMALIZE) + penalty
 
     def _target_actions(self, next_obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Target policies' actions (B, A, K) one-hot or (B, A, D), with TD3 smoothing noise."""

@@ -81,6 +81,14 @@ def bootstrap_factor(batch: Batch, gamma: float) -> torch.Tensor:
     return factor.transpose(0, 1) if factor.dim() == 2 else factor
 
 
+def actor_objective(q: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """The actor's -Q term per agent (A,) from Q (A, B); with ``ACTOR_Q_NORMALIZE`` Q is divided by the
+    batch's mean |Q| first (TD3+BC), so its pull does not grow with the size of the rewards."""
+    if normalize:
+        q = q / q.detach().abs().mean(-1, keepdim=True).clamp_min(1e-6)
+    return -q.mean(-1)
+
+
 class MADDPG:
     """The learner over a list of agents that share one :class:`AgentTeam`."""
 
@@ -218,14 +226,12 @@ class MADDPG:
         out = team.actor(*self._agent_major(obs)).float()  # (A, B, K|D)
         replayed = self._replay_actions(batch.actions)  # (B, A, K|D)
         if self.continuous:
-            return -self._frozen_q(critic, obs, out, replayed).mean(-1)
+            return actor_objective(self._frozen_q(critic, obs, out, replayed), self.config.ACTOR_Q_NORMALIZE)
         offered = self._offered(obs, batch.actions).transpose(0, 1)  # (A, B, K)
         own = straight_through_gumbel(out, offered)
         live = out.masked_fill(out <= INACTIVE_LOGIT, 0.0)  # slots without a point are no logit to shrink
         q = self._frozen_q(critic, obs, own, replayed)  # (A, B)
-        if self.config.ACTOR_Q_NORMALIZE:
-            q = q / q.detach().abs().mean(-1, keepdim=True).clamp_min(1e-6)
-        loss = -q.mean(-1) + LOGIT_REGULARISATION * live.square().mean(dim=(-1, -2))
+        loss = actor_objective(q, self.config.ACTOR_Q_NORMALIZE) + LOGIT_REGULARISATION * live.square().mean(dim=(-1, -2))
         weight = bc_weight(self.config, self.episode) if self.imitation else 0.0
         if weight > 0:
             loss = loss + weight * self.imitation_loss(batch, critic, out, offered, replayed)
