@@ -168,6 +168,10 @@ class Config:
     """multiplier of the noise std per episode"""
     COORDINATED_CHOICES: bool = True
     """vehicles choose in index order and are not offered a point another vehicle heads to or chose this step"""
+    DISPATCH_PRIOR_LOGIT: float = 0.0
+    """logit bonus on the greedy dispatcher's choice, added to every actor's logits (acting, learning, eval and
+    agent.act): the actor learns corrections to greedy instead of re-deriving it (residual policy learning);
+    0 = the actor alone. A checkpoint keeps the value it was trained with"""
     WARMUP_POLICY: str = "greedy"
     """who acts until WARMUP_TRANSITIONS are stored: 'greedy' or 'ortools' (reference dispatchers, whose choices
     the actor then imitates in pre-training) or 'random'"""
@@ -448,6 +452,7 @@ def _validate(c: Config) -> None:
             fail(key, f"must be greater than 0, got {getattr(c, key)}")
     for key in ("WARMUP_TRANSITIONS", "GRAD_CLIP_NORM", "LR_WARMUP_EPISODES", "KEEP_LAST_CHECKPOINTS",
                 "KEEP_BEST_CHECKPOINTS", "EVAL_INTERVAL", "NUM_THREADS", "BC_WEIGHT", "BC_EPISODES", "BC_Q_MARGIN",
+                "DISPATCH_PRIOR_LOGIT",
                 "PRETRAIN_UPDATES", "INITIAL_POINTS", "POINT_ARRIVAL_RATE",
                 "NOISE_STD_START", "NOISE_STD_END", "TARGET_POLICY_NOISE_STD", "TARGET_POLICY_NOISE_CLIP",
                 "PER_ALPHA", "PER_BETA", "PER_BETA_INCREMENT"):

@@ -24,6 +24,7 @@ from fleetmarl.envs.spaces import ObservationDims, observation_dims
 from fleetmarl.errors import CheckpointError
 from fleetmarl.learner.actions import explore_continuous, select_actions
 from fleetmarl.learner.networks import Actor, CentralCritic
+from fleetmarl.learner.prior import prior_logits
 from fleetmarl.learner.schedules import lr_factor
 
 ACTION_TYPES = ("discrete", "continuous")
@@ -74,6 +75,10 @@ class AgentTeam(nn.Module):
         self.lr_episode = 0
         self.actor_optimizer = _adam(self.actor.parameters(), self.base_lr_actor, self.device)
         self.critic_optimizer = _adam(self.critic.parameters(), self.base_lr_critic, self.device)
+        fleet = not self.continuous and dims.heading_column is not None
+        self.dispatch_prior_logit = float(config.DISPATCH_PRIOR_LOGIT) if fleet else 0.0
+        """Bonus on the greedy dispatcher's choice in every policy's logits (:mod:`fleetmarl.learner.prior`);
+        0 = none. A loaded checkpoint sets it to what it was trained with."""
 
     def _make_actor(self) -> nn.Module:
         """One stacked actor (called for the online and the target network); subclasses swap the kind."""
@@ -285,6 +290,11 @@ class MADDPGAgent(nn.Module):
             inputs = [x.unsqueeze(0) for x in inputs]
             mask = None if mask is None else mask.unsqueeze(0)
         out = self.actor(*(x.unsqueeze(0) for x in inputs))[0]  # agent dim of 1 in and out
+        if self.team.dispatch_prior_logit:  # as the team acts, without the claims of agents it cannot see
+            one = {"state": inputs[0][:, None], "point_features": inputs[1][:, None]}
+            if mask is not None:
+                one["action_mask"] = mask[:, None]
+            out = out + prior_logits(one, self.team.dispatch_prior_logit, out.shape[-1], self.device)[0]
         if self.continuous:
             actions = explore_continuous(out, noise_std)
         else:
@@ -311,7 +321,7 @@ class MADDPGAgent(nn.Module):
             "num_actions": d.num_actions, "hidden_dim": c.HIDDEN_DIM, "embed_dim": c.EMBED_DIM,
             "transformer_heads": c.TRANSFORMER_HEADS, "transformer_layers": c.TRANSFORMER_LAYERS,
             "action_type": self.action_type, "point_rows": self.team.point_rows,
-            "critic_rows": self.team.critic_rows,
+            "critic_rows": self.team.critic_rows, "dispatch_prior_logit": self.team.dispatch_prior_logit,
         }
 
     def checkpoint_state(self) -> dict[str, Any]:
@@ -339,6 +349,7 @@ class MADDPGAgent(nn.Module):
         self._check_meta(state.get("meta"))
         self.team.set_point_rows(state["meta"].get("point_rows", "all"))  # files before 0.2 read every slot
         self.team.set_critic_rows(state["meta"].get("critic_rows", "all"))  # so did critics before 0.2.1
+        self.team.dispatch_prior_logit = float(state["meta"].get("dispatch_prior_logit", 0.0))  # none before 0.3
         modules, optimizers = self._get_torch_save_params()
         missing = [k for k in (*modules, *optimizers) if k not in state]
         if missing:

@@ -46,6 +46,7 @@ from fleetmarl.learner.actions import (
 from fleetmarl.learner.agent import AgentTeam, MADDPGAgent
 from fleetmarl.learner.networks import INACTIVE_LOGIT, EmbeddedPoints
 from fleetmarl.learner.precision import autocast_dtype
+from fleetmarl.learner.prior import prior_logits
 from fleetmarl.learner.schedules import bc_weight
 
 Teacher = Callable[[dict[str, np.ndarray]], np.ndarray]
@@ -129,7 +130,7 @@ class MADDPG:
         obs: state (B, A, S), point_features (B, A, N, F), other_obs (B, A, A-1, O), action_mask (B, A, K)
         bool. Returns LongTensor (B, A) (continuous: float (B, A, D)). Noise uses torch's global RNG.
         """
-        out = self.team.actor(*self._agent_major(obs))  # (A, B, K|D); fp32, as agent.act and a deployed policy
+        _, out = self._policy_out(self.team.actor, obs)  # (A, B, K|D); fp32, as agent.act and a deployed policy
         if self.continuous:
             return explore_continuous(out, noise_std).transpose(0, 1)
         return self._choose(out.transpose(0, 1), noise_std, obs)
@@ -155,6 +156,15 @@ class MADDPG:
         n = self.dims.num_points
         blocked = self._heading_taken(obs).unsqueeze(1) | claimed_before(actions, n)  # (B, A, N)
         return torch.cat([mask[..., :n] & ~blocked, mask[..., n:]], dim=-1)
+
+    def _policy_out(self, network: torch.nn.Module, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the network's own output, what the policy acts on), both (A, B, K|D) float32: the second adds
+        the greedy dispatcher's bonus (:mod:`fleetmarl.learner.prior`) when the team has one."""
+        out = network(*self._agent_major(obs)).float()
+        weight = self.team.dispatch_prior_logit
+        if not weight:
+            return out, out
+        return out, out + prior_logits(obs, weight, self.dims.num_actions, self.device)
 
     def _agent_major(self, obs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """(B, A, ...) observation tensors -> (A, B, ...) float32, agent-major for the stacked networks."""
@@ -223,13 +233,13 @@ class MADDPG:
     def actor_loss(self, batch: Batch, critic: CriticStep) -> torch.Tensor:
         """-Q_i of agent i's fresh action with the others' replayed ones, plus Q-filtered imitation, per agent (A,)."""
         team, obs = self.team, batch.obs
-        out = team.actor(*self._agent_major(obs)).float()  # (A, B, K|D)
+        net, out = self._policy_out(team.actor, obs)  # (A, B, K|D)
         replayed = self._replay_actions(batch.actions)  # (B, A, K|D)
         if self.continuous:
             return actor_objective(self._frozen_q(critic, obs, out, replayed), self.config.ACTOR_Q_NORMALIZE)
         offered = self._offered(obs, batch.actions).transpose(0, 1)  # (A, B, K)
         own = straight_through_gumbel(out, offered)
-        live = out.masked_fill(out <= INACTIVE_LOGIT, 0.0)  # slots without a point are no logit to shrink
+        live = net.masked_fill(net <= INACTIVE_LOGIT, 0.0)  # slots without a point are no logit to shrink; the prior is none
         q = self._frozen_q(critic, obs, own, replayed)  # (A, B)
         loss = actor_objective(q, self.config.ACTOR_Q_NORMALIZE) + LOGIT_REGULARISATION * live.square().mean(dim=(-1, -2))
         weight = bc_weight(self.config, self.episode) if self.imitation else 0.0
@@ -240,7 +250,7 @@ class MADDPG:
     def pretrain_loss(self, batch: Batch, critic: CriticStep) -> torch.Tensor:
         """Cross-entropy towards the *replayed* choices on every decision, (A,): behaviour cloning of the
         dispatcher that filled the buffer during warm-up (no Q-filter: the critic is still new)."""
-        out = self.team.actor(*self._agent_major(batch.obs)).float()
+        _, out = self._policy_out(self.team.actor, batch.obs)
         offered = self._offered(batch.obs, batch.actions).transpose(0, 1)
         return self.imitation_loss(batch, critic, out, offered, self._replay_actions(batch.actions),
                                    labels=batch.actions.long().transpose(0, 1), q_filter=False)
@@ -296,7 +306,7 @@ class MADDPG:
     def _target_actions(self, next_obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Target policies' actions on next_obs with TD3 smoothing: (B, A, K) one-hot or (B, A, D)."""
         c = self.config
-        out = self.team.actor_target(*self._agent_major(next_obs)).float()  # (A, B, K|D)
+        _, out = self._policy_out(self.team.actor_target, next_obs)  # (A, B, K|D)
         if c.TARGET_POLICY_NOISE_STD > 0:
             noise = (torch.randn_like(out) * c.TARGET_POLICY_NOISE_STD).clamp(
                 -c.TARGET_POLICY_NOISE_CLIP, c.TARGET_POLICY_NOISE_CLIP)
