@@ -71,7 +71,7 @@ NOISE_STD_START = 1.0  # exploration noise std on actor logits at episode 0
 NOISE_STD_END = 0.05  # floor of the exploration noise
 NOISE_DECAY = 0.9991  # multiplier of the noise std per episode
 COORDINATED_CHOICES = True  # vehicles choose in index order and are not offered a point another vehicle heads to or chose this step
-DISPATCH_PRIOR_LOGIT = 0.0  # logit bonus on the greedy dispatcher's choice, added to every actor's logits (acting, learning, eval and agent.act): the actor learns corrections to greedy instead of re-deriving it (residual policy learning); 0 = the actor alone. A checkpoint keeps the value it was trained with
+DISPATCH_PRIOR_LOGIT = 3.0  # logit bonus on the greedy dispatcher's choice, added to every actor's logits (acting, learning, eval and agent.act): the actor learns corrections to greedy instead of re-deriving it (residual policy learning); 0 = the actor alone. A checkpoint keeps the value it was trained with
 WARMUP_POLICY = 'greedy'  # who acts until WARMUP_TRANSITIONS are stored: 'greedy' or 'ortools' (reference dispatchers, whose choices the actor then imitates in pre-training) or 'random'
 TEACHER_POLICY = 'greedy'  # reference dispatcher, 'greedy' or 'ortools', asked on every step; the actor imitates its recorded choice where the critic rates it higher than the actor's own (Q-filtered behaviour cloning); 'none' turns it off
 BC_WEIGHT = 1.0  # weight of the Q-filtered imitation term in the actor loss at episode 0

@@ -112,7 +112,9 @@ def test_batched_act_follows_every_update_and_load() -> None:
     def check() -> torch.Tensor:
         batched = algo.act(obs, 0.0)
         for i, agent in enumerate(agents):
-            alone = agent.act(obs["state"][:, i], obs["point_features"][:, i], obs["other_obs"][:, i])
+            # with its mask: these random features' ``feasible`` column does not repeat it, as a real one does
+            alone = agent.act(obs["state"][:, i], obs["point_features"][:, i], obs["other_obs"][:, i],
+                              action_mask=obs["action_mask"][:, i])
             assert torch.equal(batched[:, i], alone)
         return batched
 

@@ -66,7 +66,7 @@ def test_prior_is_saved_with_the_agents_and_absent_means_none() -> None:
     assert state["meta"]["dispatch_prior_logit"] == 2.5
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    plain = build_agents(Config(**SMALL))  # the config says 0: the file's value wins, as it was trained
+    plain = build_agents(Config(**SMALL, DISPATCH_PRIOR_LOGIT=0.0))  # the config says 0: the file's value wins, as it was trained
     plain[0].load_checkpoint_state(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
     assert plain[0].team.dispatch_prior_logit == 2.5
     del state["meta"]["dispatch_prior_logit"]  # a file written before the prior existed
@@ -75,7 +75,7 @@ def test_prior_is_saved_with_the_agents_and_absent_means_none() -> None:
 
 
 def test_prior_zero_leaves_the_policy_unchanged_and_the_actor_learns_with_one() -> None:
-    seen = observations(Config(**SMALL), steps=6)
+    seen = observations(Config(**SMALL, DISPATCH_PRIOR_LOGIT=0.0), steps=6)
     acted = {}
     for weight in (0.0, 3.0):
         config = Config(**SMALL, DISPATCH_PRIOR_LOGIT=weight)

@@ -168,7 +168,7 @@ class Config:
     """multiplier of the noise std per episode"""
     COORDINATED_CHOICES: bool = True
     """vehicles choose in index order and are not offered a point another vehicle heads to or chose this step"""
-    DISPATCH_PRIOR_LOGIT: float = 0.0
+    DISPATCH_PRIOR_LOGIT: float = 3.0
     """logit bonus on the greedy dispatcher's choice, added to every actor's logits (acting, learning, eval and
     agent.act): the actor learns corrections to greedy instead of re-deriving it (residual policy learning);
     0 = the actor alone. A checkpoint keeps the value it was trained with"""

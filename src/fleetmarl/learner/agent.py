@@ -290,11 +290,11 @@ class MADDPGAgent(nn.Module):
             inputs = [x.unsqueeze(0) for x in inputs]
             mask = None if mask is None else mask.unsqueeze(0)
         out = self.actor(*(x.unsqueeze(0) for x in inputs))[0]  # agent dim of 1 in and out
-        if self.team.dispatch_prior_logit:  # as the team acts, without the claims of agents it cannot see
+        if self.team.dispatch_prior_logit:  # greedy for this vehicle alone: it cannot see the others' choices
             one = {"state": inputs[0][:, None], "point_features": inputs[1][:, None]}
             if mask is not None:
                 one["action_mask"] = mask[:, None]
-            out = out + prior_logits(one, self.team.dispatch_prior_logit, out.shape[-1], self.device)[0]
+            out = out + prior_logits(one, self.team.dispatch_prior_logit, out.shape[-1], self.device, together=False)[0]
         if self.continuous:
             actions = explore_continuous(out, noise_std)
         else:

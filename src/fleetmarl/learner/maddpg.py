@@ -164,7 +164,7 @@ class MADDPG:
         weight = self.team.dispatch_prior_logit
         if not weight:
             return out, out
-        return out, out + prior_logits(obs, weight, self.dims.num_actions, self.device)
+        return out, out + prior_logits(obs, weight, self.dims.num_actions, self.device, together=self.coordinated)
 
     def _agent_major(self, obs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """(B, A, ...) observation tensors -> (A, B, ...) float32, agent-major for the stacked networks."""

@@ -28,11 +28,14 @@ GREEDY_INPUT_KEYS = ("state", "point_features")
 """What greedy reads besides the point part of the action mask, which the ``feasible`` column repeats."""
 
 
-def greedy_choices(obs: Mapping[str, torch.Tensor | np.ndarray]) -> np.ndarray:
+def greedy_choices(obs: Mapping[str, torch.Tensor | np.ndarray], *, together: bool = True) -> np.ndarray:
     """The greedy dispatcher's actions (B, A) on a batched observation (B, A, ...), torch or NumPy.
 
-    Without an ``action_mask`` (the guide's ``agent.act`` has none) the point part of the mask is read
-    from the ``feasible`` column, which holds exactly those entries; stay and return are always allowed.
+    ``together``: vehicles are dispatched in index order, each skipping the points the earlier ones were
+    sent to, as the greedy dispatcher and a coordinated fleet (``COORDINATED_CHOICES``) choose; otherwise
+    each vehicle is asked alone, as an uncoordinated fleet and the guide's one-agent ``agent.act`` choose.
+    Without an ``action_mask`` (``agent.act`` may have none) the point part of the mask is read from the
+    ``feasible`` column, which holds exactly those entries; stay and return are always allowed.
     """
     arrays = {key: _numpy(obs[key]) for key in GREEDY_INPUT_KEYS}
     mask = obs.get("action_mask")
@@ -40,13 +43,17 @@ def greedy_choices(obs: Mapping[str, torch.Tensor | np.ndarray]) -> np.ndarray:
         feasible = arrays["point_features"][..., POINT["feasible"]] > 0.5
         mask = np.concatenate([feasible, np.ones((*feasible.shape[:-1], 2), dtype=bool)], axis=-1)
     arrays["action_mask"] = _numpy(mask).astype(bool)
-    return greedy_policy(arrays)
+    if together:
+        return greedy_policy(arrays)
+    batch, agents = arrays["state"].shape[:2]
+    alone = {key: value.reshape(batch * agents, 1, *value.shape[2:]) for key, value in arrays.items()}
+    return greedy_policy(alone).reshape(batch, agents)
 
 
 def prior_logits(obs: Mapping[str, torch.Tensor | np.ndarray], weight: float, num_actions: int,
-                 device: torch.device) -> torch.Tensor:
+                 device: torch.device, *, together: bool = True) -> torch.Tensor:
     """(A, B, K) float32, agent-major like the stacked actors' logits: ``weight`` on greedy's choice, else 0."""
-    choice = torch.as_tensor(greedy_choices(obs), device=device).long()
+    choice = torch.as_tensor(greedy_choices(obs, together=together), device=device).long()
     return weight * F.one_hot(choice, num_actions).to(torch.float32).transpose(0, 1)
 
 
