@@ -1,17 +1,20 @@
 """Learning evidence on a small `simplified` fleet: the trained fleet reaches the greedy dispatcher.
 
-The learner starts from the greedy dispatcher's warm-up (it clones those choices in pre-training) and
-then improves on them by MADDPG with Q-filtered imitation, so the check is against greedy, not random.
-Measured with the current learner (AMD EPYC, 2 cores shared with other jobs, torch 2.13 CPU, bf16
-autocast; the critic reads only active points, the imitation stays on; 26-33 s per run): noise-free
-on-time delivery rate over the same 32 seeded evaluation episodes, for RANDOM_SEED 1..10:
+The learner starts from the greedy dispatcher's warm-up (it clones those choices in pre-training), acts
+on its logits plus a bonus of DISPATCH_PRIOR_LOGIT on greedy's choice, and improves by MADDPG with
+Q-filtered imitation, so the check is against greedy, not random. Measured with the current learner
+(AMD EPYC, 2 cores shared with four other jobs, torch 2.13 CPU, bf16 autocast; 157-205 s per run under
+that load; 26-33 s on a quiet machine before the prior): noise-free on-time delivery rate over the same 32 seeded
+evaluation episodes, for RANDOM_SEED 1..10:
 
     seed      1      2      3      4      5      6      7      8      9     10
-    learned 0.991  0.998  0.977  0.915  0.966  0.983  0.997  0.994  0.966  0.969
+    learned 0.989  1.000  1.000  0.984  1.000  0.977  0.973  0.987  0.945  0.954
 
 greedy 0.998 and random 0.344 on the same episodes, 0 conflicts on every seed. The worst of the ten
-is 0.083 below greedy; the assertion allows 0.15, so a different CPU's floating point cannot flip it,
-while a learner that does not learn (random level) or unlearns what it cloned fails it.
+is 0.053 below greedy; the assertion allows 0.10 (it allowed 0.15 before the prior, whose worst seed
+was 0.083 below), so a different CPU's floating point cannot flip it, while a learner that does not
+learn (random level) or unlearns what it cloned fails it. Without the prior the same seeds gave
+0.991, 0.998, 0.977, 0.915, 0.966, 0.983, 0.997, 0.994, 0.966, 0.969.
 """
 
 from __future__ import annotations
@@ -42,5 +45,5 @@ def test_short_training_reaches_the_greedy_dispatcher() -> None:
     greedy = run_episodes(config, reference_policy("greedy"), episodes=32, seed=999)
     random = run_episodes(config, reference_policy("random", seed=1), episodes=32, seed=999)
     learned_rate, greedy_rate = learned["on_time_rate"].mean(), greedy["on_time_rate"].mean()
-    assert learned_rate >= greedy_rate - 0.15, (learned_rate, greedy_rate)
+    assert learned_rate >= greedy_rate - 0.10, (learned_rate, greedy_rate)
     assert learned["reward"].mean() > random["reward"].mean() and learned["conflicts"].sum() == 0
