@@ -122,7 +122,10 @@ def test_load_policy_acts_on_pettingzoo_observations(trained: Path) -> None:
 
 @pytest.mark.slow
 def test_guide_way_batched_way_and_load_policy_agree(trained: Path) -> None:
-    """The guide's recipe (build agents, load_model_checkpoint, eval(), act(noise_std=0)) gives the same actions."""
+    """The guide's recipe (build agents, load_model_checkpoint, eval(), act(noise_std=0)) gives each vehicle's
+    own choice: the same as ``policy.act`` asked about that vehicle alone, and for vehicle 0 (no earlier
+    vehicle's choice to avoid) the same as the fleet choosing together, which ``policy.act`` with every
+    vehicle and ``policy(batch)`` both do."""
     from fleetmarl.checkpoint import load_model_checkpoint
     from fleetmarl.envs import BatchedSamplingEnv, SamplingEnv
     from fleetmarl.eval.policy import load_policy, saved_config
@@ -146,7 +149,11 @@ def test_guide_way_batched_way_and_load_policy_agree(trained: Path) -> None:
         with torch.no_grad():
             guide = agents[i].act(obs["state"], obs["point_features"], obs["other_obs"], noise_std=0.0,
                                   action_mask=obs["action_mask"])
-        assert int(torch.as_tensor(guide).reshape(-1)[0]) == api_actions[name] == int(batch_actions[0, i])
+        alone = policy.act({name: observations[name]})[name]
+        assert int(torch.as_tensor(guide).reshape(-1)[0]) == alone
+        assert api_actions[name] == int(batch_actions[0, i])
+        if i == 0:
+            assert alone == api_actions[name]
 
 
 @pytest.mark.slow

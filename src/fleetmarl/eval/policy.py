@@ -129,8 +129,10 @@ class CheckpointPolicy:
     def act(self, observations: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, int]:
         """``{agent_name: {state, point_features, other_obs, action_mask}}`` -> ``{agent_name: action}``.
 
-        Each actor reads only its own observation (decentralised execution), so a dict holding some of
-        the agents is fine; names are those of :class:`fleetmarl.envs.SamplingEnv` (``possible_agents``).
+        Names are those of :class:`fleetmarl.envs.SamplingEnv` (``possible_agents``). With every vehicle's
+        observation the fleet chooses together, as it was trained and as ``policy(batch)`` does (vehicles in
+        index order, no point offered that an earlier one just chose); a dict holding only some vehicles
+        gets each actor's choice from its own observation alone (decentralised execution).
         """
         unknown = [name for name in observations if name not in self.agent_names]
         if unknown:
@@ -140,6 +142,11 @@ class CheckpointPolicy:
 
         if not is_fleet_environment(self.config):
             return self._act_flat(observations)
+        if set(observations) == set(self.agent_names):
+            batch = {k: np.stack([np.asarray(observations[name][k]) for name in self.agent_names])[None]
+                     for k in OBS_KEYS}
+            chosen = self(batch)[0]
+            return {name: int(chosen[self.agent_names.index(name)]) for name in observations}
         actions: dict[str, int] = {}
         with torch.no_grad():
             for name, obs in observations.items():
