@@ -178,3 +178,16 @@ def test_unknown_agent_name_is_a_user_error(trained: Path) -> None:
 
     with pytest.raises(UserError, match="vehicle_0"):
         load_policy(trained).act({"truck_9": {}})
+
+
+def test_observation_without_a_key_is_a_user_error_for_one_vehicle_and_for_the_fleet(trained: Path) -> None:
+    from fleetmarl.envs import SamplingEnv
+    from fleetmarl.eval.policy import load_policy
+
+    policy = load_policy(trained)
+    observations, _ = SamplingEnv(policy.config).reset(seed=9)
+    broken = {name: {k: v for k, v in obs.items() if k != "other_obs"} for name, obs in observations.items()}
+    first = next(iter(broken))
+    for asked in ({first: broken[first]}, broken):  # decentralised path, then the whole fleet together
+        with pytest.raises(UserError, match="observation lacks 'other_obs'"):
+            policy.act(asked)

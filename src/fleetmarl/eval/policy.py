@@ -143,8 +143,8 @@ class CheckpointPolicy:
         if not is_fleet_environment(self.config):
             return self._act_flat(observations)
         if set(observations) == set(self.agent_names):
-            batch = {k: np.stack([np.asarray(observations[name][k]) for name in self.agent_names])[None]
-                     for k in OBS_KEYS}
+            rows = [observations[name] for name in self.agent_names]
+            batch = {k: np.stack([self._tensor(row, k).cpu().numpy() for row in rows])[None] for k in OBS_KEYS}
             chosen = self(batch)[0]
             return {name: int(chosen[self.agent_names.index(name)]) for name in observations}
         actions: dict[str, int] = {}
