@@ -103,6 +103,33 @@ def test_all_masked_row_falls_back_to_stay() -> None:
     assert select_actions(torch.randn(2, 7), 1.0, mask, fallback=5).tolist() == [5, 2]
 
 
+def test_uniform_exploration_draws_allowed_actions_for_vehicles_that_may_go_to_a_point_only() -> None:
+    config = tiny()
+    algo = MADDPG(build_agents(config), config)
+    obs = random_obs(config, 512, torch.Generator().manual_seed(3))
+    n = config.NUM_POINTS
+    busy = torch.zeros(512, config.NUM_AGENTS, dtype=torch.bool)
+    busy[:256] = True
+    obs["action_mask"][..., :n] &= ~busy.unsqueeze(-1)  # busy vehicles may only stay or go home
+    plain = algo.act(obs, 0.0)
+    torch.manual_seed(0)
+    explored = algo.act(obs, 0.0, epsilon=1.0)
+    assert bool(obs["action_mask"].gather(2, explored.unsqueeze(-1)).all())
+    assert torch.equal(explored[busy], plain[busy])  # never diverted
+    free = explored[~busy]
+    assert not torch.equal(free, plain[~busy])
+    # uniform over what was allowed: every kind of action is drawn, the policy's own choice only sometimes
+    assert (free < n).any() and (free == n).any() and (free == n + 1).any()
+    assert (free == plain[~busy]).float().mean() < 0.5
+    torch.manual_seed(0)
+    some = algo.act(obs, 0.0, epsilon=0.1)
+    changed = (some != plain)[~busy].float().mean()
+    assert 0.02 < changed < 0.2
+    state = torch.get_rng_state()
+    assert torch.equal(algo.act(obs, 0.0, epsilon=0.0), plain)
+    assert torch.equal(torch.get_rng_state(), state)  # off draws nothing: runs without it repeat exactly
+
+
 def test_batched_act_follows_every_update_and_load() -> None:
     config = tiny(ENABLE_DELAYED_POLICY_UPDATES=False, LR_ACTOR=0.05, COORDINATED_CHOICES=False)
     agents, algo, buffer = setup(config)

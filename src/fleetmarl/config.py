@@ -166,6 +166,10 @@ class Config:
     """floor of the exploration noise"""
     NOISE_DECAY: float = 0.9991
     """multiplier of the noise std per episode"""
+    EXPLORE_EPSILON: float = 0.0
+    """while training, the probability that an agent which may go to a point instead takes an allowed action
+    drawn uniformly (points claimed earlier in the step excluded): with the dispatch prior the logit noise
+    hardly ever overturns greedy's choice, so the critic would never see an alternative; 0 = off"""
     COORDINATED_CHOICES: bool = True
     """vehicles choose in index order and are not offered a point another vehicle heads to or chose this step"""
     DISPATCH_PRIOR_LOGIT: float = 3.0
@@ -458,7 +462,7 @@ def _validate(c: Config) -> None:
                 "PER_ALPHA", "PER_BETA", "PER_BETA_INCREMENT"):
         if getattr(c, key) < 0:
             fail(key, f"must not be negative, got {getattr(c, key)}")
-    for key in ("GAMMA", "TAU", "NOISE_DECAY", "LR_MIN_RATIO", "PER_BETA"):
+    for key in ("GAMMA", "TAU", "NOISE_DECAY", "LR_MIN_RATIO", "PER_BETA", "EXPLORE_EPSILON"):
         if not 0 <= getattr(c, key) <= 1:
             fail(key, f"must be between 0 and 1, got {getattr(c, key)}")
     if c.POINT_SAMPLES_MAX < c.POINT_SAMPLES_MIN:

@@ -201,7 +201,7 @@ class Trainer:
             if warming_up:
                 actions = self._warmup_actions(obs)
             else:
-                actions = self.algo.act(self._to_torch(obs), noise).cpu().numpy()
+                actions = self.algo.act(self._to_torch(obs), noise, c.EXPLORE_EPSILON).cpu().numpy()
             taught = self._teacher_choices(obs, actions, warming_up)
             next_obs, rewards, terminated, truncated, infos = self.env.step(actions)
             dones = terminated | truncated

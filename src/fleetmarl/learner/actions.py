@@ -31,6 +31,20 @@ def select_actions(logits: torch.Tensor, noise_std: float = 0.0, action_mask: to
     return chosen
 
 
+def explore_uniformly(logits: torch.Tensor, epsilon: float, eligible: torch.Tensor) -> torch.Tensor:
+    """Logits (..., K) in which each ``eligible`` (...,) row, with probability ``epsilon``, is replaced by
+    uniform draws, so the masked argmax that follows picks one of that row's allowed actions uniformly.
+
+    Why not more logit noise: on top of a dispatch prior, Gaussian noise of any useful size almost never
+    overturns the preferred choice, so the critic would never see what the alternatives are worth.
+    Draws come from torch's global RNG, and only when ``epsilon`` > 0 (runs without it repeat exactly).
+    """
+    if epsilon <= 0:
+        return logits
+    swap = eligible & (torch.rand(eligible.shape, device=logits.device) < epsilon)
+    return torch.where(swap.unsqueeze(-1), torch.rand_like(logits), logits)
+
+
 def straight_through_gumbel(logits: torch.Tensor, action_mask: torch.Tensor | None,
                             temperature: float = 1.0) -> torch.Tensor:
     """Differentiable discrete action (..., K): a hard one-hot sample forward, softmax gradient backward.

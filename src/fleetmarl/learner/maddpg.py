@@ -39,6 +39,7 @@ from fleetmarl.envs.spaces import ACTOR_INPUT_KEYS
 from fleetmarl.learner.actions import (
     claimed_before,
     explore_continuous,
+    explore_uniformly,
     select_actions,
     select_in_order,
     straight_through_gumbel,
@@ -124,22 +125,32 @@ class MADDPG:
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
-    def act(self, obs: dict[str, torch.Tensor], noise_std: float) -> torch.Tensor:
+    def act(self, obs: dict[str, torch.Tensor], noise_std: float, epsilon: float = 0.0) -> torch.Tensor:
         """Actions of all agents in all environments in one batched call.
 
         obs: state (B, A, S), point_features (B, A, N, F), other_obs (B, A, A-1, O), action_mask (B, A, K)
-        bool. Returns LongTensor (B, A) (continuous: float (B, A, D)). Noise uses torch's global RNG.
+        bool. ``epsilon``: chance of a uniformly drawn allowed action (discrete; see :meth:`_choose`).
+        Returns LongTensor (B, A) (continuous: float (B, A, D)). Noise uses torch's global RNG.
         """
         _, out = self._policy_out(self.team.actor, obs)  # (A, B, K|D); fp32, as agent.act and a deployed policy
         if self.continuous:
             return explore_continuous(out, noise_std).transpose(0, 1)
-        return self._choose(out.transpose(0, 1), noise_std, obs)
+        return self._choose(out.transpose(0, 1), noise_std, obs, epsilon)
 
-    def _choose(self, logits: torch.Tensor, noise_std: float, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Discrete actions (B, A) from logits (B, A, K): in agent order with COORDINATED_CHOICES."""
+    def _choose(self, logits: torch.Tensor, noise_std: float, obs: dict[str, torch.Tensor],
+                epsilon: float = 0.0) -> torch.Tensor:
+        """Discrete actions (B, A) from logits (B, A, K): in agent order with COORDINATED_CHOICES.
+
+        With ``epsilon``, an agent that may go to some point (in the fleet: an idle vehicle; in other
+        environments: any agent) sometimes draws its action uniformly; a busy vehicle is never diverted."""
         n = self.dims.num_points
         mask = obs.get("action_mask")
         mask = None if mask is None else mask.to(self.device, torch.bool)
+        if epsilon > 0:
+            fleet = self.dims.heading_column is not None and mask is not None
+            eligible = mask[..., :n].any(-1) if fleet else torch.ones(logits.shape[:-1], dtype=torch.bool,
+                                                                        device=logits.device)
+            logits = explore_uniformly(logits, epsilon, eligible)
         if self.coordinated and mask is not None:
             return select_in_order(logits, noise_std, mask, self._heading_taken(obs), n)
         return select_actions(logits, noise_std, mask, fallback=n)
