@@ -70,6 +70,7 @@ PER_EPSILON = 1e-06  # added to |TD error| so no transition has zero priority
 NOISE_STD_START = 1.0  # exploration noise std on actor logits at episode 0
 NOISE_STD_END = 0.05  # floor of the exploration noise
 NOISE_DECAY = 0.9991  # multiplier of the noise std per episode
+EXPLORE_EPSILON = 0.0  # while training, the probability that an agent which may go to a point instead takes an allowed action drawn uniformly (points claimed earlier in the step excluded): with the dispatch prior the logit noise hardly ever overturns greedy's choice, so the critic would never see an alternative; 0 = off
 COORDINATED_CHOICES = True  # vehicles choose in index order and are not offered a point another vehicle heads to or chose this step
 DISPATCH_PRIOR_LOGIT = 3.0  # logit bonus on the greedy dispatcher's choice, added to every actor's logits (acting, learning, eval and agent.act): the actor learns corrections to greedy instead of re-deriving it (residual policy learning); 0 = the actor alone. A checkpoint keeps the value it was trained with
 WARMUP_POLICY = 'greedy'  # who acts until WARMUP_TRANSITIONS are stored: 'greedy' or 'ortools' (reference dispatchers, whose choices the actor then imitates in pre-training) or 'random'

@@ -75,8 +75,10 @@ class AgentTeam(nn.Module):
         self.lr_episode = 0
         self.actor_optimizer = _adam(self.actor.parameters(), self.base_lr_actor, self.device)
         self.critic_optimizer = _adam(self.critic.parameters(), self.base_lr_critic, self.device)
-        fleet = not self.continuous and dims.heading_column is not None
-        self.dispatch_prior_logit = float(config.DISPATCH_PRIOR_LOGIT) if fleet else 0.0
+        self.dispatches = not self.continuous and dims.heading_column is not None
+        """A fleet dispatched to task points (discrete actions, points with a ``heading`` column): the one
+        kind of team that coordinated choices, the greedy prior and idle-only exploration apply to."""
+        self.dispatch_prior_logit = float(config.DISPATCH_PRIOR_LOGIT) if self.dispatches else 0.0
         """Bonus on the greedy dispatcher's choice in every policy's logits (:mod:`fleetmarl.learner.prior`);
         0 = none. A loaded checkpoint sets it to what it was trained with."""
 

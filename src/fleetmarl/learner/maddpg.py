@@ -116,7 +116,7 @@ class MADDPG:
         self.amp_dtype = autocast_dtype(config.MIXED_PRECISION, self.device)
         self.imitation = imitation
         self.relabel = relabel
-        self.coordinated = bool(config.COORDINATED_CHOICES) and not self.continuous and self.dims.heading_column is not None
+        self.coordinated = bool(config.COORDINATED_CHOICES) and team.dispatches
         self._eye = torch.eye(team.num_agents, dtype=torch.bool, device=self.device)
         self._last_actor_loss = torch.zeros((), device=self.device)
 
@@ -147,7 +147,7 @@ class MADDPG:
         mask = obs.get("action_mask")
         mask = None if mask is None else mask.to(self.device, torch.bool)
         if epsilon > 0:
-            fleet = self.dims.heading_column is not None and mask is not None
+            fleet = self.team.dispatches and mask is not None
             eligible = mask[..., :n].any(-1) if fleet else torch.ones(logits.shape[:-1], dtype=torch.bool,
                                                                         device=logits.device)
             logits = explore_uniformly(logits, epsilon, eligible)
