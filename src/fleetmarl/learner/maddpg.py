@@ -142,7 +142,8 @@ class MADDPG:
         """Discrete actions (B, A) from logits (B, A, K): in agent order with COORDINATED_CHOICES.
 
         With ``epsilon``, an agent that may go to some point (in the fleet: an idle vehicle; in other
-        environments: any agent) sometimes draws its action uniformly; a busy vehicle is never diverted."""
+        environments: any agent) sometimes draws its action at random (the fleet: a point, stay or return
+        alike, see :func:`explore_uniformly`); a busy vehicle is never diverted."""
         n = self.dims.num_points
         mask = obs.get("action_mask")
         mask = None if mask is None else mask.to(self.device, torch.bool)
@@ -150,7 +151,7 @@ class MADDPG:
             fleet = self.team.dispatches and mask is not None
             eligible = mask[..., :n].any(-1) if fleet else torch.ones(logits.shape[:-1], dtype=torch.bool,
                                                                         device=logits.device)
-            logits = explore_uniformly(logits, epsilon, eligible)
+            logits = explore_uniformly(logits, epsilon, eligible, n if fleet else None)
         if self.coordinated and mask is not None:
             return select_in_order(logits, noise_std, mask, self._heading_taken(obs), n)
         return select_actions(logits, noise_std, mask, fallback=n)
