@@ -261,6 +261,8 @@ def test_flat_learner_respects_masks_and_bounds_and_learns_only_through_its_loss
     actions = algo.act(obs, noise_std=2.0)
     if action_type == "discrete":
         assert actions.shape == (b, 3) and (actions != 0).all()
+        explored = algo.act(obs, noise_std=0.0, epsilon=1.0)  # uniform over each agent's allowed actions
+        assert (explored != 0).all() and set(explored.flatten().tolist()) == {1, 2, 3, 4}
     else:
         assert actions.shape == (b, 3, 5) and actions.abs().max() <= 1.0
     batch = Batch(obs=obs, actions=actions, rewards=torch.randn(b, 3), next_obs=obs,

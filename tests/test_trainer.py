@@ -30,6 +30,14 @@ def test_same_seed_same_run(tiny_config: Config, tmp_path: Path) -> None:
     assert_same_weights(final_weights(a), final_weights(b))
 
 
+def test_exploring_idle_vehicles_changes_the_run_and_repeats_exactly(tiny_config: Config) -> None:
+    plain = tiny_config.replace(ENABLE_MODEL_CHECKPOINTING=False, NUM_EPISODES=4)
+    explored = plain.replace(EXPLORE_EPSILON=0.5)
+    a = train(explored, log=lambda m: None)
+    assert a.state.episode_rewards_log == train(explored, log=lambda m: None).state.episode_rewards_log
+    assert a.state.episode_rewards_log != train(plain, log=lambda m: None).state.episode_rewards_log
+
+
 def test_different_seed_differs(tiny_config: Config) -> None:
     a = train(tiny_config.replace(ENABLE_MODEL_CHECKPOINTING=False), log=lambda m: None)
     b = train(tiny_config.replace(ENABLE_MODEL_CHECKPOINTING=False, RANDOM_SEED=7), log=lambda m: None)

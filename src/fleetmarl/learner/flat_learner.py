@@ -24,7 +24,12 @@ from torch import nn
 from fleetmarl.config import Config
 from fleetmarl.envs.spaces import ObservationDims
 from fleetmarl.errors import CheckpointError
-from fleetmarl.learner.actions import explore_continuous, select_actions, straight_through_gumbel
+from fleetmarl.learner.actions import (
+    explore_continuous,
+    explore_uniformly,
+    select_actions,
+    straight_through_gumbel,
+)
 from fleetmarl.learner.agent import AgentTeam, AgentView, MADDPGAgent, _to_tensor
 from fleetmarl.learner.maddpg import (
     LOGIT_REGULARISATION,
@@ -125,12 +130,14 @@ class FlatMADDPG(MADDPG):
         self.coordinated = False
 
     @torch.no_grad()
-    def act(self, obs: dict[str, torch.Tensor], noise_std: float) -> torch.Tensor:
-        """obs ``state`` (B, A, O), ``action_mask`` (B, A, K) -> actions (B, A) long or (B, A, D) float."""
+    def act(self, obs: dict[str, torch.Tensor], noise_std: float, epsilon: float = 0.0) -> torch.Tensor:
+        """obs ``state`` (B, A, O), ``action_mask`` (B, A, K) -> actions (B, A) long or (B, A, D) float.
+        ``epsilon``: each agent's chance of a uniformly drawn allowed action (discrete actions only)."""
         out = self.team.actor(obs["state"].to(self.device, torch.float32).transpose(0, 1)).transpose(0, 1)
         if self.continuous:
             return explore_continuous(out, noise_std)
-        return select_actions(out, noise_std, self._mask(obs))
+        every_agent = torch.ones(out.shape[:-1], dtype=torch.bool, device=out.device)
+        return select_actions(explore_uniformly(out, epsilon, every_agent), noise_std, self._mask(obs))
 
     def _mask(self, obs: dict[str, torch.Tensor]) -> torch.Tensor | None:
         mask = obs.get("action_mask")
