@@ -68,11 +68,13 @@ def test_delivery_on_time_and_late() -> None:
     act(env, 0, 1)
     _, rewards, _ = act(env, STAY, STAY)
     assert env.core.vehicle_load[0].tolist() == [3, 2]
+    assert env.core.episode_metrics()["samples_on_board"][0] == 5  # if the shift ended now, all five are lost
     act(env, HOME, HOME)
     _, rewards, _ = act(env, STAY, STAY)
     c = env.core.config
     metrics = env.core.episode_metrics()
     assert metrics["samples_delivered"][0] == 5 and metrics["samples_on_time"][0] == 3
+    assert metrics["samples_on_board"][0] == 0
     assert env.core.vehicle_load[0].tolist() == [0, 0]
     own = np.array([c.REWARD_DELIVERY * 3 * 3.0, c.REWARD_LATE_DELIVERY * 2 * 2.0]) - c.PENALTY_ENERGY * 2.0
     expected = own + c.TEAM_REWARD_WEIGHT * own.sum()

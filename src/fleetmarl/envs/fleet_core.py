@@ -28,9 +28,10 @@ ARRIVAL_TOLERANCE_M = 1e-6  # rounding slack so a trip of exactly k steps' dista
 METRIC_NAMES = (
     "on_time_rate", "service_rate_weighted", "missed_points", "energy_used", "distance_km",
     "charging_trips", "conflicts", "invalid_actions", "samples_appeared", "samples_delivered",
-    "samples_on_time", "points_appeared", "points_served",
+    "samples_on_time", "points_appeared", "points_served", "samples_on_board",
 )
-# Raw per-episode counters; the two rates in METRIC_NAMES are derived from them at episode end.
+# Raw per-episode counters; the two rates in METRIC_NAMES are derived from them at episode end, and
+# samples_on_board from the vehicles' loads.
 _COUNTERS = (
     "missed_points", "energy_used", "distance_km", "charging_trips", "conflicts", "invalid_actions",
     "samples_appeared", "samples_delivered", "samples_on_time", "points_appeared", "points_served",
@@ -363,7 +364,7 @@ class FleetCore:
                             out=np.zeros(self.num_envs), where=c["samples_appeared"] > 0)
         service = np.divide(c["weighted_served"], c["weighted_appeared"],
                             out=np.zeros(self.num_envs), where=c["weighted_appeared"] > 0)
-        metrics = {"on_time_rate": on_time, "service_rate_weighted": service}
-        for name in METRIC_NAMES[2:]:
-            metrics[name] = c[name].copy()
-        return metrics
+        # Read at the last step, cargo on board was picked up and never delivered: the shift ended first.
+        derived = {"on_time_rate": on_time, "service_rate_weighted": service,
+                   "samples_on_board": self.vehicle_load.sum(axis=1).astype(np.float64)}
+        return {name: derived[name] if name in derived else c[name].copy() for name in METRIC_NAMES}

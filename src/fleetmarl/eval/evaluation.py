@@ -32,7 +32,7 @@ EVAL_SEED_OFFSET = 10_000  # the trainer evaluates on RANDOM_SEED + this; eval d
 METRIC_ORDER = ("on_time_rate", "service_rate_weighted", "missed_points", "energy_used", "distance_km", "reward",
                 "reward_per_agent", "length",
                 "charging_trips", "conflicts", "invalid_actions", "points_appeared", "points_served",
-                "samples_appeared", "samples_delivered", "samples_on_time")
+                "samples_appeared", "samples_delivered", "samples_on_time", "samples_on_board")
 METRIC_LABELS = {
     "on_time_rate": "on-time delivery rate",
     "service_rate_weighted": "priority-weighted service rate",
