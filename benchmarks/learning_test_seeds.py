@@ -10,9 +10,12 @@ evaluation episodes, the learned fleet's conflicts and the seconds it took. Run 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
-from tests.test_learning import SMALL_FLEET
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test's module, whatever the caller's path
+from tests.test_learning import SMALL_FLEET  # noqa: E402
 
 from fleetmarl.config import Config, apply_overrides
 from fleetmarl.envs.policies import reference_policy
