@@ -31,10 +31,11 @@ def select_actions(logits: torch.Tensor, noise_std: float = 0.0, action_mask: to
     return chosen
 
 
-def explore_uniformly(logits: torch.Tensor, epsilon: float, eligible: torch.Tensor,
+def explore_uniformly(logits: torch.Tensor, epsilon: float, eligible: torch.Tensor | None = None,
                       num_points: int | None = None) -> torch.Tensor:
-    """Logits (..., K) in which each ``eligible`` (...,) row, with probability ``epsilon``, is replaced by
-    random draws, so the masked argmax that follows picks one of that row's allowed actions at random.
+    """Logits (..., K) in which each ``eligible`` (...,) row (default: every row), with probability
+    ``epsilon``, is replaced by random draws, so the masked argmax that follows picks one of that row's
+    allowed actions at random.
 
     Why not more logit noise: on top of a dispatch prior, Gaussian noise of any useful size almost never
     overturns the preferred choice, so the critic would never see what the alternatives are worth.
@@ -46,10 +47,12 @@ def explore_uniformly(logits: torch.Tensor, epsilon: float, eligible: torch.Tens
     """
     if epsilon <= 0:
         return logits
-    swap = eligible & (torch.rand(eligible.shape, device=logits.device) < epsilon)
+    swap = torch.rand(logits.shape[:-1], device=logits.device) < epsilon
+    if eligible is not None:
+        swap &= eligible
     draws = torch.rand_like(logits)
     if num_points is not None:
-        kind = torch.randint(0, 3, eligible.shape, device=logits.device)
+        kind = torch.randint(0, 3, logits.shape[:-1], device=logits.device)
         column_kind = (torch.arange(logits.shape[-1], device=logits.device) - num_points + 1).clamp(min=0)  # 0 1 2
         draws = draws + 2.0 * (column_kind == kind.unsqueeze(-1))
     return torch.where(swap.unsqueeze(-1), draws, logits)

@@ -136,8 +136,7 @@ class FlatMADDPG(MADDPG):
         out = self.team.actor(obs["state"].to(self.device, torch.float32).transpose(0, 1)).transpose(0, 1)
         if self.continuous:
             return explore_continuous(out, noise_std)
-        every_agent = torch.ones(out.shape[:-1], dtype=torch.bool, device=out.device)
-        return select_actions(explore_uniformly(out, epsilon, every_agent), noise_std, self._mask(obs))
+        return select_actions(explore_uniformly(out, epsilon), noise_std, self._mask(obs))
 
     def _mask(self, obs: dict[str, torch.Tensor]) -> torch.Tensor | None:
         mask = obs.get("action_mask")

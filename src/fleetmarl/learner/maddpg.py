@@ -149,9 +149,7 @@ class MADDPG:
         mask = None if mask is None else mask.to(self.device, torch.bool)
         if epsilon > 0:
             fleet = self.team.dispatches and mask is not None
-            eligible = mask[..., :n].any(-1) if fleet else torch.ones(logits.shape[:-1], dtype=torch.bool,
-                                                                        device=logits.device)
-            logits = explore_uniformly(logits, epsilon, eligible, n if fleet else None)
+            logits = explore_uniformly(logits, epsilon, mask[..., :n].any(-1) if fleet else None, n if fleet else None)
         if self.coordinated and mask is not None:
             return select_in_order(logits, noise_std, mask, self._heading_taken(obs), n)
         return select_actions(logits, noise_std, mask, fallback=n)
