@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from fleetmarl.config import Config
 from fleetmarl.envs.ortools_dispatcher import OrToolsDispatcher
 from fleetmarl.envs.policies import reference_policy
 from fleetmarl.eval.evaluation import Entry, EntryResult, paired_differences, run_episodes, summarize
+from machine_info import cpu_model
 
 POLICIES = ("greedy", "ortools", "random")
 TABLE_METRICS = ("on_time_rate", "service_rate_weighted", "missed_points", "samples_delivered", "distance_km",
@@ -43,15 +43,6 @@ class TimedPolicy:
         self.seconds += time.perf_counter() - started
         self.calls += 1
         return actions
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
-                "unknown")
 
 
 def evaluate(config: Config, name: str, episodes: int, seed: int) -> tuple[EntryResult, dict[str, Any]]:

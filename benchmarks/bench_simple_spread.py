@@ -107,7 +107,6 @@ def run_seed(seed: int, overrides: list[str], work: Path, episodes: int) -> dict
     }
 
 
-
 def _median_known(values) -> float | None:
     """Median of the values that are known (not None), or None when none is."""
     known = [v for v in values if v is not None]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from fleetmarl.envs.spaces import observation_dims
 from fleetmarl.learner import MADDPG, build_agents
 from fleetmarl.learner.buffer import Batch, ReplayBuffer
 from fleetmarl.learner.precision import cpu_has_native_bf16
+from machine_info import cpu_model
 
 RESULTS = Path(__file__).resolve().parent / "results" / "update.json"
 
@@ -50,16 +50,6 @@ def filled_buffer(config: Config, policy: str, steps: int = 360) -> ReplayBuffer
         buffer.add(obs, actions, rewards, info["final_obs"] if done.any() else nxt, done, greedy_policy(obs))
         obs = nxt
     return buffer
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def gemm_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:

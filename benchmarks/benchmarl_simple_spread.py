@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from machine_info import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv-benchmarl"
 VENV_PYTHON = VENV / "bin" / "python"
@@ -119,13 +121,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.threads is not None and args.threads <= 0:
         parser.error("--threads must be positive")
     return args
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from fleetmarl.envs.policies import reference_policy
 from fleetmarl.eval.evaluation import algorithm_policy, run_episodes
 from fleetmarl.learner import MADDPG
 from fleetmarl.trainer import train
+from machine_info import machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "learning.jsonl"
 QUIET = dict(PROGRESS_BAR=False, ENABLE_TENSORBOARD=False, ENABLE_MODEL_CHECKPOINTING=False)
@@ -43,16 +42,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default-800": dict(NUM_EPISODES=800),
     "default": dict(),
 }
-
-
-def machine() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
 def paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:

@@ -385,3 +385,51 @@ def test_normalized_actor_objective_does_not_grow_with_the_reward_scale() -> Non
     assert torch.allclose(actor_objective(q, True), torch.tensor([-1.0 / 3.0, -1.0]))
     actor_objective(q, True).sum().backward()  # the scale is a constant: gradient -1 / (B * mean|Q|)
     assert torch.allclose(q.grad, torch.tensor([[-1 / 6.0] * 3, [-1 / 15.0] * 3]))
+
+
+def test_critic_alternatives_replace_the_teacher_only_where_the_critic_is_sure() -> None:
+    """BC_ALTERNATIVES: the imitation label becomes stay or return where the critic rates it above the
+    teacher's choice by more than BC_ALTERNATIVE_MARGIN (the higher of the two), and stays the teacher's
+    choice elsewhere, row by row."""
+    config = tiny(BC_ALTERNATIVES=True, BC_ALTERNATIVE_MARGIN=0.5)
+    algo = MADDPG(build_agents(config), config, imitation=True)
+    n, k, a, b = config.NUM_POINTS, config.NUM_POINTS + 2, config.NUM_AGENTS, 4
+    value_of = torch.zeros(k)
+    value_of[n], value_of[n + 1] = 1.0, 2.0  # the critic's opinion: stay +1, return +2 over any point
+
+    def fake_q(critic, obs, own, replayed):
+        return own @ value_of  # (A, B, K) one-hot -> (A, B)
+
+    algo._frozen_q = fake_q
+    taught = torch.zeros(a, b, dtype=torch.long)
+    taught[0, 0] = n + 1  # already the best action: kept
+    q_taught = fake_q(None, None, torch.nn.functional.one_hot(taught, k).float(), None)
+    label, q_label = algo._critic_alternatives(None, None, None, taught, q_taught)
+    expected = torch.full((a, b), n + 1)
+    assert torch.equal(label, expected) and torch.equal(q_label, torch.full((a, b), 2.0))
+    algo.config = config.replace(BC_ALTERNATIVE_MARGIN=1.5)  # only return clears the bar over a point
+    assert torch.equal(algo._critic_alternatives(None, None, None, taught, q_taught)[0], expected)
+    algo.config = config.replace(BC_ALTERNATIVE_MARGIN=2.5)  # nothing clears it: the teacher's choice stands
+    assert torch.equal(algo._critic_alternatives(None, None, None, taught, q_taught)[0], taught)
+
+
+def test_imitation_with_critic_alternatives_runs_on_a_real_batch_and_is_plain_imitation_when_never_sure() -> None:
+    """The path through ``imitation_loss``: with a margin no Q difference reaches, the labels and so the loss
+    are the teacher's; with margin 0 some rows of an untrained critic switch to stay or return."""
+    from fleetmarl.envs.policies import greedy_policy
+
+    config = tiny(BC_ALTERNATIVES=True)
+    torch.manual_seed(0)
+    batch = filled_buffer(config).sample(32)
+    batch.taught = torch.as_tensor(greedy_policy({k: v.numpy() for k, v in batch.obs.items()}))
+    algo = MADDPG(build_agents(config), config, imitation=True)
+    out = algo.team.actor(*algo._agent_major(batch.obs)).float()
+    offered = algo._offered(batch.obs, batch.actions).transpose(0, 1)
+    critic = algo.critic_loss(batch)
+    replayed = algo._replay_actions(batch.actions)
+    losses = {}
+    for alternatives, margin in ((False, 0.0), (True, 1e9), (True, 0.0)):
+        algo.config = config.replace(BC_ALTERNATIVES=alternatives, BC_ALTERNATIVE_MARGIN=margin)
+        losses[alternatives, margin] = algo.imitation_loss(batch, critic, out, offered, replayed)
+    assert torch.equal(losses[True, 1e9], losses[False, 0.0])
+    assert not torch.allclose(losses[True, 0.0], losses[False, 0.0])

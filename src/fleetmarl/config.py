@@ -193,6 +193,13 @@ class Config:
     BC_Q_MARGIN: float = 0.0
     """the Q-filter keeps imitating the teacher unless the critic rates the actor's own choice higher by more
     than this (in reward units): deviations must be confident, not critic noise; 0 = any higher rating"""
+    BC_ALTERNATIVES: bool = False
+    """the imitation also asks the critic about staying and returning to the base: where it rates one of them
+    above the teacher's choice by more than BC_ALTERNATIVE_MARGIN, the actor imitates that instead. Why: the
+    prior keeps greedy's choice the actor's argmax, so the Q-filter alone never sees a different action"""
+    BC_ALTERNATIVE_MARGIN: float = 0.5
+    """how much higher (in reward units) the critic must rate stay or return than the teacher's choice before
+    BC_ALTERNATIVES imitates it: near-ties are critic noise"""
     PRETRAIN_UPDATES: int = 2000
     """updates run at once when warm-up ends, in which the actor only imitates the warm-up dispatcher's stored
     choices (the critic learns as usual), so acting starts at its level; 0 = none (and none after a random warm-up)"""
@@ -456,6 +463,7 @@ def _validate(c: Config) -> None:
             fail(key, f"must be greater than 0, got {getattr(c, key)}")
     for key in ("WARMUP_TRANSITIONS", "GRAD_CLIP_NORM", "LR_WARMUP_EPISODES", "KEEP_LAST_CHECKPOINTS",
                 "KEEP_BEST_CHECKPOINTS", "EVAL_INTERVAL", "NUM_THREADS", "BC_WEIGHT", "BC_EPISODES", "BC_Q_MARGIN",
+                "BC_ALTERNATIVE_MARGIN",
                 "DISPATCH_PRIOR_LOGIT",
                 "PRETRAIN_UPDATES", "INITIAL_POINTS", "POINT_ARRIVAL_RATE",
                 "NOISE_STD_START", "NOISE_STD_END", "TARGET_POLICY_NOISE_STD", "TARGET_POLICY_NOISE_CLIP",

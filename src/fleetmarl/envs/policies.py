@@ -31,13 +31,16 @@ def random_policy(obs: dict[str, np.ndarray], rng: np.random.Generator) -> np.nd
     return np.where(mask, draws, -1.0).argmax(axis=-1)
 
 
-def greedy_policy(obs: dict[str, np.ndarray]) -> np.ndarray:
+def greedy_policy(obs: dict[str, np.ndarray], *, return_slack: float = RETURN_CARGO_SLACK,
+                  return_load: float = RETURN_LOAD) -> np.ndarray:
     """Dispatch idle vehicles in index order to the best unclaimed feasible point; go home when it must.
 
     Score of a point = priority rank x samples x (1 + urgency) / distance, where urgency grows as the
     deadline nears; points another vehicle already heads to, or an earlier vehicle claimed this step,
     are skipped. A vehicle goes home when its cargo is urgent, it is fairly full, or nothing is feasible;
-    at the base it charges when low. Busy vehicles keep going (stay).
+    at the base it charges when low. Busy vehicles keep going (stay). ``return_slack`` and ``return_load``
+    are the two go-home thresholds, parameters so that ``benchmarks/greedy_headroom.py`` can show how
+    much retuning them is worth.
     """
     state, features = obs["state"], obs["point_features"]
     mask = obs["action_mask"].astype(bool)
@@ -56,8 +59,8 @@ def greedy_policy(obs: dict[str, np.ndarray]) -> np.ndarray:
         agent_score = np.where(allowed, score[:, agent], -np.inf)
         best = agent_score.argmax(axis=1)
         has_point = np.isfinite(agent_score[rows, best])
-        must_return = (load > 0) & ((s[:, STATE["cargo_slack"]] < RETURN_CARGO_SLACK)
-                                    | (load >= RETURN_LOAD) | ~has_point)
+        must_return = (load > 0) & ((s[:, STATE["cargo_slack"]] < return_slack)
+                                    | (load >= return_load) | ~has_point)
         charge = at_base & (s[:, STATE["energy"]] < np.where(has_point, CHARGE_BELOW, 1.0))
         go_point = idle & has_point & ~must_return & ~charge
         go_home = idle & ~at_base & (must_return | ~has_point)

@@ -119,6 +119,7 @@ class MADDPG:
         self.coordinated = bool(config.COORDINATED_CHOICES) and team.dispatches
         self._eye = torch.eye(team.num_agents, dtype=torch.bool, device=self.device)
         self._last_actor_loss = torch.zeros((), device=self.device)
+        self._alternative_share = torch.zeros((), device=self.device)
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
@@ -192,6 +193,8 @@ class MADDPG:
         that skip the actor), ``q_mean``, ``td_abs_mean``, ``target_q_mean`` and ``td_errors`` (B,): the
         |TD error| per transition averaged over agents, for ``buffer.update_priorities``. With ``imitate``
         the actor loss is the teacher's cross-entropy alone (pre-training; the critic learns as usual).
+        With ``BC_ALTERNATIVES``, ``bc_alternative_share``: the share of the latest imitation labels the
+        critic turned from the teacher's choice to stay or return.
         """
         team = self.team
         update_actor = self.actor_update_due()
@@ -219,6 +222,7 @@ class MADDPG:
             "target_q_mean": critic.y.mean(),
             "td_abs_mean": td_abs.mean(),
             "td_errors": td_abs.mean(0),
+            **({"bc_alternative_share": self._alternative_share} if self.config.BC_ALTERNATIVES else {}),
         }
 
     def critic_loss(self, batch: Batch) -> CriticStep:
@@ -282,12 +286,36 @@ class MADDPG:
             with torch.no_grad():
                 own_best = logits.masked_fill(~offered, float("-inf")).argmax(-1)
                 q_teacher = self._frozen_q(critic, obs, F.one_hot(taught, k).float(), replayed)
+                if self.config.BC_ALTERNATIVES and self.team.dispatches:
+                    taught, q_teacher = self._critic_alternatives(critic, obs, replayed, taught, q_teacher)
+                    allowed = known & offered.gather(-1, taught.unsqueeze(-1)).squeeze(-1)
                 q_own = self._frozen_q(critic, obs, F.one_hot(own_best, k).float(), replayed)
                 use = allowed & (q_teacher > q_own - self.config.BC_Q_MARGIN)  # (A, B)
         use = use.float()
         log_probs = logits.masked_fill(~offered, -1e9).log_softmax(-1)
         nll = -log_probs.gather(-1, taught.unsqueeze(-1)).squeeze(-1)  # (A, B)
         return (nll * use).sum(-1) / use.sum(-1).clamp_min(1.0)
+
+    def _critic_alternatives(self, critic: CriticStep, obs: dict[str, torch.Tensor], replayed: torch.Tensor,
+                             taught: torch.Tensor, q_taught: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The imitation label (A, B) and its Q: the teacher's choice, or stay / return to the base where the
+        critic rates it above the teacher's by more than ``BC_ALTERNATIVE_MARGIN`` (the higher of the two).
+
+        Why: with the dispatch prior the actor's argmax is greedy's choice, so the Q-filter compares the
+        teacher with itself, and the Gumbel gradient towards an action of low probability is tiny. Asking
+        the critic about the two actions greedy misjudges (it keeps collecting when the cargo should go home
+        before the shift ends) lets the critic's verdict become the target. Stay and return are always allowed.
+        """
+        k = self.dims.num_actions
+        bar = q_taught + self.config.BC_ALTERNATIVE_MARGIN
+        label, q_label = taught, q_taught
+        for action in range(self.dims.num_points, k):
+            q = self._frozen_q(critic, obs, F.one_hot(torch.full_like(taught, action), k).float(), replayed)
+            better = (q > bar) & (q > q_label)
+            label = torch.where(better, action, label)
+            q_label = torch.where(better, q, q_label)
+        self._alternative_share = (label != taught).float().mean()
+        return label, q_label
 
     def _taught(self, batch: Batch) -> torch.Tensor:
         """The teacher's choices (B, A) recorded with the batch; rows recorded without one (a buffer saved

@@ -1,0 +1,135 @@
+"""How much is there to gain over the greedy dispatcher, and where? Hand-made variants of greedy, paired.
+
+A learner that starts at greedy (the dispatch prior, docs/training.md) can only beat it by changing some
+of its decisions. This measures what a few obvious changes are worth, each on the same seeded episodes
+as greedy (the paired on-time gap, as ``fleetmarl compare`` reports it), so a reader can tell how big an
+improvement the learner would have to find:
+
+- *end of shift*: an idle vehicle with cargo goes home once the shift ends within its drive home plus a
+  margin (greedy has no such rule: cargo still on board when the shift ends is never delivered);
+- greedy's two go-home thresholds (cargo slack, load) retuned;
+- the OR-Tools re-planning dispatcher (needs the ``ortools`` extra; skipped without it), and on its own
+  states, how often greedy would make the same choice for an idle vehicle, by kind of action.
+
+    python benchmarks/greedy_headroom.py [--episodes 100 --seed 424242]
+
+Prints a table and writes ``benchmarks/results/greedy_headroom.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.util
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from fleetmarl.config import Config
+from fleetmarl.envs.policies import RETURN_CARGO_SLACK, RETURN_LOAD, greedy_policy, reference_policy
+from fleetmarl.envs.spaces import STATE
+from fleetmarl.eval.evaluation import make_batched_env, run_episodes
+from machine_info import machine
+
+RESULTS = Path(__file__).resolve().parent / "results" / "greedy_headroom.json"
+KINDS = ("point", "stay", "home")
+
+
+def end_of_shift(config: Config, margin_s: float):
+    """Greedy, except that an idle vehicle with cargo, away from the base, goes home when the shift ends
+    within (its drive home + ``margin_s``)."""
+    fleet = config.fleet()
+    fastest = max(fleet["speeds"])
+    shift = config.MAX_NUM_STEPS * config.STEP_SECONDS
+
+    def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
+        actions = greedy_policy(obs)
+        s = obs["state"]
+        home = obs["action_mask"].shape[-1] - 1
+        left = shift * (1.0 - s[..., STATE["elapsed"]])
+        distance = s[..., STATE["base_distance"]] * config.MAP_SIZE / np.sqrt(2.0)
+        drive = distance / (s[..., STATE["speed"]] * fastest)
+        go = (s[..., STATE["idle"]] > 0.5) & (s[..., STATE["load"]] > 0) & (distance > 0) & (left < drive + margin_s)
+        actions[go] = home
+        return actions
+
+    return policy
+
+
+def variants(config: Config) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for margin in (60, 300, 600):
+        out[f"end of shift, margin {margin} s"] = end_of_shift(config, margin)
+    for slack, load in ((0.2, RETURN_LOAD), (0.05, RETURN_LOAD), (RETURN_CARGO_SLACK, 0.5), (RETURN_CARGO_SLACK, 0.9)):
+        out[f"go-home thresholds slack {slack}, load {load}"] = functools.partial(
+            greedy_policy, return_slack=slack, return_load=load)
+    if importlib.util.find_spec("ortools") is not None:
+        out["OR-Tools re-planning dispatcher"] = reference_policy("ortools", 0, config)
+    return out
+
+
+def paired_gap(result: np.ndarray, baseline: np.ndarray) -> tuple[float, float]:
+    d = result - baseline
+    return float(d.mean()), float(1.96 * d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def kind(action: int, points: int) -> str:
+    """'point', 'stay' or 'home' for a fleet action (points, then stay, then return to the base)."""
+    return KINDS[0] if action < points else KINDS[1 + int(action - points)]
+
+
+def agreement_on_ortools_states(config: Config, episodes: int, seed: int) -> dict[str, int]:
+    """OR-Tools drives; for each idle vehicle count (OR-Tools' kind, greedy's kind[, same point])."""
+    counts: Counter = Counter()
+    env = make_batched_env(config, num_envs=episodes)
+    obs = env.reset(seed=seed)
+    planner = reference_policy("ortools", 0, config)
+    points = config.NUM_POINTS
+    for _ in range(config.MAX_NUM_STEPS):
+        planned, greedy = planner(obs), greedy_policy(obs)
+        idle = obs["state"][..., STATE["idle"]] > 0.5
+        for p, g in zip(planned[idle], greedy[idle], strict=True):
+            key = f"{kind(p, points)} / {kind(g, points)}"
+            if p < points and g < points:
+                key += " (same point)" if p == g else " (another point)"
+            counts[key] += 1
+        obs, *_ = env.step(planned)
+    return dict(sorted(counts.items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=424242)
+    parser.add_argument("--agreement-episodes", type=int, default=8)
+    args = parser.parse_args()
+    config = Config()
+    greedy = run_episodes(config, greedy_policy, args.episodes, args.seed)["on_time_rate"]
+    rows = [{"policy": "greedy", "on_time_rate": float(greedy.mean()), "gap": 0.0, "half_width": 0.0}]
+    for name, policy in variants(config).items():
+        on_time = run_episodes(config, policy, args.episodes, args.seed)["on_time_rate"]
+        gap, half = paired_gap(on_time, greedy)
+        rows.append({"policy": name, "on_time_rate": float(on_time.mean()), "gap": gap, "half_width": half})
+        print(f"{name:48s} {on_time.mean():.3f}  gap {gap:+.3f} ± {half:.3f}", flush=True)
+    agreement = (agreement_on_ortools_states(config, args.agreement_episodes, args.seed)
+                 if importlib.util.find_spec("ortools") is not None else {})
+    print(f"\n{'policy':48s} on-time  gap to greedy ({args.episodes} episodes from seed {args.seed})")
+    for row in rows:
+        print(f"{row['policy']:48s} {row['on_time_rate']:.3f}    {row['gap']:+.3f} ± {row['half_width']:.3f}")
+    if agreement:
+        total = sum(agreement.values())
+        print(f"\nidle decisions on OR-Tools' own states ({args.agreement_episodes} episodes): OR-Tools / greedy")
+        for key, count in agreement.items():
+            print(f"  {key:32s} {count:6d}  {count / total:6.1%}")
+    RESULTS.write_text(json.dumps({
+        "machine": machine(),
+        "episodes": args.episodes, "seed": args.seed, "rows": rows,
+        "ortools_vs_greedy_idle_decisions": agreement,
+    }, indent=1) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
