@@ -9,8 +9,9 @@ One update (:meth:`MADDPG.update`), every agent at once on its slice of the stac
    delayed updates): agent i's action is a straight-through Gumbel-softmax sample of its masked logits,
    the others keep their replayed actions (as in MADDPG), and the loss is ``-Q_i`` through the critic
    as it was before this step (critic weights and point tokens detached), plus the teacher's
-   cross-entropy where the critic rates the teacher's choice higher (:meth:`MADDPG.imitation_loss`),
-   weighted by ``bc_weight`` (annealed to 0). Pre-training (``update(batch, imitate=True)``) replaces
+   cross-entropy where the critic rates the teacher's choice higher (:meth:`MADDPG.imitation_loss`;
+   with ``BC_ALTERNATIVES`` the target may instead be stay or return, where the critic rates them clearly
+   higher), weighted by ``bc_weight`` (annealed to 0). Pre-training (``update(batch, imitate=True)``) replaces
    this with cloning the replayed warm-up choices (:meth:`MADDPG.pretrain_loss`).
 3. One backward pass for both (their gradients touch disjoint parameters), per-agent gradient-norm
    clipping, optimizer steps, and Polyak averaging of both targets when the actors moved.
