@@ -411,6 +411,11 @@ def test_critic_alternatives_replace_the_teacher_only_where_the_critic_is_sure()
     assert torch.equal(algo._critic_alternatives(None, None, None, taught, q_taught)[0], expected)
     algo.config = config.replace(BC_ALTERNATIVE_MARGIN=2.5)  # nothing clears it: the teacher's choice stands
     assert torch.equal(algo._critic_alternatives(None, None, None, taught, q_taught)[0], taught)
+    algo.config = config
+    choosing = torch.zeros(a, b, dtype=torch.bool)
+    choosing[1, 2] = True  # only this vehicle may pick a point: only its label may change
+    label = algo._critic_alternatives(None, None, None, taught, q_taught, choosing)[0]
+    assert label[1, 2] == n + 1 and torch.equal(label[~choosing], taught[~choosing])
 
 
 def test_imitation_with_critic_alternatives_runs_on_a_real_batch_and_is_plain_imitation_when_never_sure() -> None:

@@ -288,7 +288,9 @@ class MADDPG:
                 own_best = logits.masked_fill(~offered, float("-inf")).argmax(-1)
                 q_teacher = self._frozen_q(critic, obs, F.one_hot(taught, k).float(), replayed)
                 if self.config.BC_ALTERNATIVES and self.team.dispatches:
-                    taught, q_teacher = self._critic_alternatives(critic, obs, replayed, taught, q_teacher)
+                    choosing = obs["action_mask"][..., : self.dims.num_points].to(self.device).bool().any(-1)
+                    taught, q_teacher = self._critic_alternatives(critic, obs, replayed, taught, q_teacher,
+                                                                  choosing.transpose(0, 1))
                     allowed = known & offered.gather(-1, taught.unsqueeze(-1)).squeeze(-1)
                 q_own = self._frozen_q(critic, obs, F.one_hot(own_best, k).float(), replayed)
                 use = allowed & (q_teacher > q_own - self.config.BC_Q_MARGIN)  # (A, B)
@@ -298,9 +300,15 @@ class MADDPG:
         return (nll * use).sum(-1) / use.sum(-1).clamp_min(1.0)
 
     def _critic_alternatives(self, critic: CriticStep, obs: dict[str, torch.Tensor], replayed: torch.Tensor,
-                             taught: torch.Tensor, q_taught: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                             taught: torch.Tensor, q_taught: torch.Tensor,
+                             choosing: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The imitation label (A, B) and its Q: the teacher's choice, or stay / return to the base where the
         critic rates it above the teacher's by more than ``BC_ALTERNATIVE_MARGIN`` (the higher of the two).
+        Only rows where ``choosing`` (A, B) holds may change (None: all): the vehicles that may go to some
+        point, the ones ``EXPLORE_EPSILON`` diverts. A busy vehicle's teacher always says "keep going" and
+        exploration never diverts one, so the critic has never seen a busy vehicle turn home or stop, and
+        its rating of that is a guess. (Offering every vehicle alternatives, the fleet fell to 0.2-0.7
+        on-time in training for ~150 episodes, seed 42, docs/training.md.)
 
         Why: with the dispatch prior the actor's argmax is greedy's choice, so the Q-filter compares the
         teacher with itself, and the Gumbel gradient towards an action of low probability is tiny. Asking
@@ -313,6 +321,8 @@ class MADDPG:
         for action in range(self.dims.num_points, k):
             q = self._frozen_q(critic, obs, F.one_hot(torch.full_like(taught, action), k).float(), replayed)
             better = (q > bar) & (q > q_label)
+            if choosing is not None:
+                better &= choosing
             label = torch.where(better, action, label)
             q_label = torch.where(better, q, q_label)
         self._alternative_share = (label != taught).float().mean()
