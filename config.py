@@ -80,7 +80,7 @@ BC_EPISODES = 0  # the imitation weight falls linearly to 0 at this episode; 0 k
 ACTOR_Q_NORMALIZE = False  # divide the actor's -Q term by the batch's mean |Q| (as TD3+BC does), so the critic's pull and the imitation have the same scale whatever the size of the rewards
 BC_Q_MARGIN = 0.0  # the Q-filter keeps imitating the teacher unless the critic rates the actor's own choice higher by more than this (in reward units): deviations must be confident, not critic noise; 0 = any higher rating
 BC_ALTERNATIVES = False  # the imitation also asks the critic about staying and returning to the base: where it rates one of them above the teacher's choice by more than BC_ALTERNATIVE_MARGIN, the actor imitates that instead. Why: the prior keeps greedy's choice the actor's argmax, so the Q-filter alone never sees a different action
-BC_ALTERNATIVE_MARGIN = 0.5  # how much higher (in reward units) the critic must rate stay or return than the teacher's choice before BC_ALTERNATIVES imitates it: near-ties are critic noise
+BC_ALTERNATIVE_MARGIN = 2.0  # how much higher (in reward units) the critic must rate stay or return than the teacher's choice before BC_ALTERNATIVES imitates it: near-ties are critic noise (the mean |TD error| is ~1.3)
 PRETRAIN_UPDATES = 2000  # updates run at once when warm-up ends, in which the actor only imitates the warm-up dispatcher's stored choices (the critic learns as usual), so acting starts at its level; 0 = none (and none after a random warm-up)
 
 # Training run (训练设置)

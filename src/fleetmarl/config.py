@@ -197,9 +197,9 @@ class Config:
     """the imitation also asks the critic about staying and returning to the base: where it rates one of them
     above the teacher's choice by more than BC_ALTERNATIVE_MARGIN, the actor imitates that instead. Why: the
     prior keeps greedy's choice the actor's argmax, so the Q-filter alone never sees a different action"""
-    BC_ALTERNATIVE_MARGIN: float = 0.5
+    BC_ALTERNATIVE_MARGIN: float = 2.0
     """how much higher (in reward units) the critic must rate stay or return than the teacher's choice before
-    BC_ALTERNATIVES imitates it: near-ties are critic noise"""
+    BC_ALTERNATIVES imitates it: near-ties are critic noise (the mean |TD error| is ~1.3)"""
     PRETRAIN_UPDATES: int = 2000
     """updates run at once when warm-up ends, in which the actor only imitates the warm-up dispatcher's stored
     choices (the critic learns as usual), so acting starts at its level; 0 = none (and none after a random warm-up)"""
