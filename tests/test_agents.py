@@ -352,20 +352,25 @@ def test_critics_keep_the_rows_they_were_trained_on() -> None:
     assert agents[0].team.critic_rows == "active" and agents[0].team.critic_target.active_column is not None
 
 
-def test_q_filter_margin_keeps_imitating_unless_the_critic_is_confident() -> None:
-    """BC_Q_MARGIN: with a margin beyond any Q difference the filter passes every allowed row (plain
-    cloning of the teacher); with none it passes only rows where the critic prefers the teacher."""
+def imitation_setup(config: Config):
+    """An untrained learner and a 32-row batch with greedy's choices as the teacher's: what
+    ``imitation_loss`` takes (algo, batch, critic step, logits, offered masks, replayed one-hots)."""
     from fleetmarl.envs.policies import greedy_policy
 
-    config = tiny()
     torch.manual_seed(0)
     batch = filled_buffer(config).sample(32)
     batch.taught = torch.as_tensor(greedy_policy({k: v.numpy() for k, v in batch.obs.items()}))
     algo = MADDPG(build_agents(config), config, imitation=True)
     out = algo.team.actor(*algo._agent_major(batch.obs)).float()
     offered = algo._offered(batch.obs, batch.actions).transpose(0, 1)
-    critic = algo.critic_loss(batch)
-    replayed = algo._replay_actions(batch.actions)
+    return algo, batch, algo.critic_loss(batch), out, offered, algo._replay_actions(batch.actions)
+
+
+def test_q_filter_margin_keeps_imitating_unless_the_critic_is_confident() -> None:
+    """BC_Q_MARGIN: with a margin beyond any Q difference the filter passes every allowed row (plain
+    cloning of the teacher); with none it passes only rows where the critic prefers the teacher."""
+    config = tiny()
+    algo, batch, critic, out, offered, replayed = imitation_setup(config)
     cloned = algo.imitation_loss(batch, critic, out, offered, replayed, q_filter=False)
     losses = {}
     for margin in (0.0, 1e9):
@@ -421,17 +426,8 @@ def test_critic_alternatives_replace_the_teacher_only_where_the_critic_is_sure()
 def test_imitation_with_critic_alternatives_runs_on_a_real_batch_and_is_plain_imitation_when_never_sure() -> None:
     """The path through ``imitation_loss``: with a margin no Q difference reaches, the labels and so the loss
     are the teacher's; with margin 0 some rows of an untrained critic switch to stay or return."""
-    from fleetmarl.envs.policies import greedy_policy
-
     config = tiny(BC_ALTERNATIVES=True)
-    torch.manual_seed(0)
-    batch = filled_buffer(config).sample(32)
-    batch.taught = torch.as_tensor(greedy_policy({k: v.numpy() for k, v in batch.obs.items()}))
-    algo = MADDPG(build_agents(config), config, imitation=True)
-    out = algo.team.actor(*algo._agent_major(batch.obs)).float()
-    offered = algo._offered(batch.obs, batch.actions).transpose(0, 1)
-    critic = algo.critic_loss(batch)
-    replayed = algo._replay_actions(batch.actions)
+    algo, batch, critic, out, offered, replayed = imitation_setup(config)
     losses = {}
     for alternatives, margin in ((False, 0.0), (True, 1e9), (True, 0.0)):
         algo.config = config.replace(BC_ALTERNATIVES=alternatives, BC_ALTERNATIVE_MARGIN=margin)
