@@ -194,9 +194,10 @@ class Config:
     """the Q-filter keeps imitating the teacher unless the critic rates the actor's own choice higher by more
     than this (in reward units): deviations must be confident, not critic noise; 0 = any higher rating"""
     BC_ALTERNATIVES: bool = False
-    """the imitation also asks the critic about staying and returning to the base: where it rates one of them
-    above the teacher's choice by more than BC_ALTERNATIVE_MARGIN, the actor imitates that instead. Why: the
-    prior keeps greedy's choice the actor's argmax, so the Q-filter alone never sees a different action"""
+    """the imitation also asks the critic about staying and returning to the base, for vehicles that may choose
+    a point: where it rates one of them above the teacher's choice by more than BC_ALTERNATIVE_MARGIN, the
+    actor imitates that instead. Why: the prior keeps greedy's choice the actor's argmax, so the Q-filter
+    alone never sees a different action. Measured: no gain yet (docs/training.md)"""
     BC_ALTERNATIVE_MARGIN: float = 2.0
     """how much higher (in reward units) the critic must rate stay or return than the teacher's choice before
     BC_ALTERNATIVES imitates it: near-ties are critic noise (the mean |TD error| is ~1.3)"""
