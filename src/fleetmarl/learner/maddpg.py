@@ -151,10 +151,16 @@ class MADDPG:
         mask = None if mask is None else mask.to(self.device, torch.bool)
         if epsilon > 0:
             fleet = self.team.dispatches and mask is not None
-            logits = explore_uniformly(logits, epsilon, mask[..., :n].any(-1) if fleet else None, n if fleet else None)
+            logits = explore_uniformly(logits, epsilon, self._may_choose_point(mask) if fleet else None,
+                                       n if fleet else None)
         if self.coordinated and mask is not None:
             return select_in_order(logits, noise_std, mask, self._heading_taken(obs), n)
         return select_actions(logits, noise_std, mask, fallback=n)
+
+    def _may_choose_point(self, mask: torch.Tensor) -> torch.Tensor:
+        """(..., K) action mask -> (...,) bool: vehicles free to go to some point (idle, with a feasible one),
+        the only ones exploration diverts and ``BC_ALTERNATIVES`` relabels (busy ones only keep going)."""
+        return mask[..., : self.dims.num_points].any(-1)
 
     def _heading_taken(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, N) bool: points some vehicle already heads to (the column is the same for every agent)."""
@@ -278,23 +284,19 @@ class MADDPG:
         hold it below what the critic has learned. Per agent (A,)."""
         obs = batch.obs
         taught = labels if labels is not None else self._taught(batch).transpose(0, 1)
-        known = taught >= 0
+        use = taught >= 0  # (A, B): rows with a label
         taught = taught.clamp_min(0)
-        allowed = known & offered.gather(-1, taught.unsqueeze(-1)).squeeze(-1)  # (A, B): teacher's choice is possible
         k = self.dims.num_actions
-        use = allowed
         if q_filter:
             with torch.no_grad():
-                own_best = logits.masked_fill(~offered, float("-inf")).argmax(-1)
                 q_teacher = self._frozen_q(critic, obs, F.one_hot(taught, k).float(), replayed)
                 if self.config.BC_ALTERNATIVES and self.team.dispatches:
-                    choosing = obs["action_mask"][..., : self.dims.num_points].to(self.device).bool().any(-1)
-                    taught, q_teacher = self._critic_alternatives(critic, obs, replayed, taught, q_teacher,
-                                                                  choosing.transpose(0, 1))
-                    allowed = known & offered.gather(-1, taught.unsqueeze(-1)).squeeze(-1)
+                    choosing = self._may_choose_point(obs["action_mask"].to(self.device, torch.bool)).transpose(0, 1)
+                    taught, q_teacher = self._critic_alternatives(critic, obs, replayed, taught, q_teacher, choosing)
+                own_best = logits.masked_fill(~offered, float("-inf")).argmax(-1)
                 q_own = self._frozen_q(critic, obs, F.one_hot(own_best, k).float(), replayed)
-                use = allowed & (q_teacher > q_own - self.config.BC_Q_MARGIN)  # (A, B)
-        use = use.float()
+                use = use & (q_teacher > q_own - self.config.BC_Q_MARGIN)
+        use = (use & offered.gather(-1, taught.unsqueeze(-1)).squeeze(-1)).float()  # and the label is possible
         log_probs = logits.masked_fill(~offered, -1e9).log_softmax(-1)
         nll = -log_probs.gather(-1, taught.unsqueeze(-1)).squeeze(-1)  # (A, B)
         return (nll * use).sum(-1) / use.sum(-1).clamp_min(1.0)
