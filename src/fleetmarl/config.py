@@ -37,8 +37,8 @@ _MODULE_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
 LR_DECAY_TYPES = ("exponential", "step", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
-WARMUP_POLICIES = ("greedy", "ortools", "random")
-TEACHER_POLICIES = ("greedy", "ortools", "none")
+WARMUP_POLICIES = ("greedy", "greedy_shift", "ortools", "random")
+TEACHER_POLICIES = ("greedy", "greedy_shift", "ortools", "none")
 
 
 @dataclass(frozen=True, kw_only=True)
