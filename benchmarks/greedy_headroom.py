@@ -6,7 +6,8 @@ as greedy (the paired on-time gap, as ``fleetmarl compare`` reports it), so a re
 improvement the learner would have to find:
 
 - *end of shift*: an idle vehicle with cargo goes home once the shift ends within its drive home plus a
-  margin (greedy has no such rule: cargo still on board when the shift ends is never delivered);
+  margin (greedy has no such rule: cargo still on board when the shift ends is never delivered; with
+  300 s it is the ``greedy_shift`` reference dispatcher);
 - greedy's two go-home thresholds (cargo slack, load) retuned;
 - the OR-Tools re-planning dispatcher (needs the ``ortools`` extra; skipped without it), and on its own
   states, how often greedy would make the same choice for an idle vehicle, by kind of action.
@@ -28,7 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from fleetmarl.config import Config
-from fleetmarl.envs.policies import RETURN_CARGO_SLACK, RETURN_LOAD, greedy_policy, reference_policy
+from fleetmarl.envs.policies import (
+    RETURN_CARGO_SLACK,
+    RETURN_LOAD,
+    greedy_policy,
+    reference_policy,
+    shift_end_policy,
+)
 from fleetmarl.envs.spaces import STATE
 from fleetmarl.eval.evaluation import make_batched_env, run_episodes
 from machine_info import machine
@@ -37,31 +44,10 @@ RESULTS = Path(__file__).resolve().parent / "results" / "greedy_headroom.json"
 KINDS = ("point", "stay", "home")
 
 
-def end_of_shift(config: Config, margin_s: float):
-    """Greedy, except that an idle vehicle with cargo, away from the base, goes home when the shift ends
-    within (its drive home + ``margin_s``)."""
-    fleet = config.fleet()
-    fastest = max(fleet["speeds"])
-    shift = config.MAX_NUM_STEPS * config.STEP_SECONDS
-
-    def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
-        actions = greedy_policy(obs)
-        s = obs["state"]
-        home = obs["action_mask"].shape[-1] - 1
-        left = shift * (1.0 - s[..., STATE["elapsed"]])
-        distance = s[..., STATE["base_distance"]] * config.MAP_SIZE / np.sqrt(2.0)
-        drive = distance / (s[..., STATE["speed"]] * fastest)
-        go = (s[..., STATE["idle"]] > 0.5) & (s[..., STATE["load"]] > 0) & (distance > 0) & (left < drive + margin_s)
-        actions[go] = home
-        return actions
-
-    return policy
-
-
 def variants(config: Config) -> dict[str, object]:
     out: dict[str, object] = {}
     for margin in (60, 300, 600):
-        out[f"end of shift, margin {margin} s"] = end_of_shift(config, margin)
+        out[f"end of shift, margin {margin} s"] = shift_end_policy(config, margin)
     for slack, load in ((0.2, RETURN_LOAD), (0.05, RETURN_LOAD), (RETURN_CARGO_SLACK, 0.5), (RETURN_CARGO_SLACK, 0.9)):
         out[f"go-home thresholds slack {slack}, load {load}"] = functools.partial(
             greedy_policy, return_slack=slack, return_load=load)

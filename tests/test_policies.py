@@ -1,4 +1,5 @@
-"""Reference policies: they only pick allowed actions, and greedy clearly beats random."""
+"""Reference policies: they only pick allowed actions, greedy clearly beats random, and greedy_shift is greedy
+plus one rule."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 from fleetmarl.config import Config
 from fleetmarl.envs import BatchedSamplingEnv
 from fleetmarl.envs.policies import greedy_policy, random_policy, reference_policy
+from fleetmarl.envs.spaces import STATE
 from fleetmarl.eval.evaluation import evaluate_reference
 
 CONFIG = Config(NUM_AGENTS=3, NUM_POINTS=10, INITIAL_POINTS=5, MAX_NUM_STEPS=60, MAP_SIZE=3000.0)
@@ -36,7 +38,7 @@ def test_random_policy_is_uniform_over_the_mask() -> None:
 @pytest.mark.parametrize("env_type", ["full", "simplified"])
 def test_policies_never_choose_masked_actions(env_type: str) -> None:
     config = CONFIG.replace(ENVIRONMENT_TYPE=env_type)
-    for policy in (greedy_policy, reference_policy("random", seed=1)):
+    for policy in (greedy_policy, reference_policy("random", seed=1), reference_policy("greedy_shift", 0, config)):
         env = BatchedSamplingEnv(config, num_envs=4)
         obs = env.reset(seed=0)
         for _ in range(config.MAX_NUM_STEPS):
@@ -69,3 +71,27 @@ def test_reference_evaluation_is_seeded() -> None:
 def test_unknown_reference_policy_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="greedy"):
         reference_policy("smart")
+
+
+def test_greedy_shift_is_greedy_except_that_loaded_idle_vehicles_head_home_as_the_shift_ends() -> None:
+    config = CONFIG.replace(MAX_NUM_STEPS=180)  # a 30-minute shift; the drive home is at most ~2.5 minutes
+    env = BatchedSamplingEnv(config, num_envs=8)
+    obs = env.reset(seed=2)
+    shift_end = reference_policy("greedy_shift", 0, config)
+    home = config.NUM_POINTS + 1
+    turned = 0
+    for _ in range(config.MAX_NUM_STEPS):
+        actions, greedy = shift_end(obs), greedy_policy(obs)
+        differ = actions != greedy
+        state = obs["state"][differ]
+        assert (actions[differ] == home).all()
+        assert (state[:, STATE["idle"]] > 0.5).all() and (state[:, STATE["load"]] > 0).all()
+        assert (state[:, STATE["elapsed"]] > 0.7).all()  # only in the last ~8 minutes (margin 5 + drive)
+        turned += int(differ.sum())
+        obs, *_ = env.step(actions)
+    assert turned > 0
+
+
+def test_greedy_shift_needs_the_config() -> None:
+    with pytest.raises(ValueError, match="config"):
+        reference_policy("greedy_shift")
