@@ -37,15 +37,11 @@ from typing import Any
 
 import torch
 
+from fleetmarl.config import SMOKE_SETTINGS
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-TINY = dict(
-    NUM_AGENTS=2, NUM_POINTS=5, INITIAL_POINTS=3, MAX_NUM_STEPS=12, NUM_ENVS=2, NUM_EPISODES=16,
-    BATCH_SIZE=16, CAPACITY=1024, WARMUP_TRANSITIONS=24, UPDATE_EVERY=2, HIDDEN_DIM=16, EMBED_DIM=8,
-    TRANSFORMER_HEADS=2, MODEL_SAVE_INTERVAL=4, EVAL_INTERVAL=0, PROGRESS_BAR=False,
-    ENABLE_TENSORBOARD=False, NUM_THREADS=1, MAP_SIZE=1500.0,
-    PRETRAIN_UPDATES=4,  # the default 2,000 imitation updates would be nearly all of each tiny run's time
-)
+TINY = {**SMOKE_SETTINGS, "NUM_EPISODES": 16, "CAPACITY": 1024}
 
 
 def flags(**changes: Any) -> list[str]:

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from fleetmarl.errors import ConfigError
@@ -560,3 +561,14 @@ def _suggest(key: str, known: Iterable[str]) -> str:
 
 
 DEFAULT = Config()
+
+SMOKE_SETTINGS: Mapping[str, Any] = MappingProxyType(dict(
+    NUM_AGENTS=2, NUM_POINTS=5, INITIAL_POINTS=3, MAX_NUM_STEPS=12, NUM_ENVS=2, NUM_EPISODES=8,
+    BATCH_SIZE=16, CAPACITY=512, WARMUP_TRANSITIONS=24, UPDATE_EVERY=2, HIDDEN_DIM=16, EMBED_DIM=8,
+    TRANSFORMER_HEADS=2, MODEL_SAVE_INTERVAL=4, EVAL_INTERVAL=0, PROGRESS_BAR=False,
+    ENABLE_TENSORBOARD=False, NUM_THREADS=1, MAP_SIZE=1500.0,
+    PRETRAIN_UPDATES=4,  # the default 2,000 imitation updates took ~40 of such a run's ~42 seconds
+))
+"""Overrides for a run of a second or two that learns nothing but goes through every part of training
+(warm-up, pre-training, updates, checkpoints every 4 episodes): what the tests and ``benchmarks/faults.py``
+train, so a change to the machinery is exercised in both the same way."""
