@@ -40,6 +40,9 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
 WARMUP_POLICIES = ("greedy", "greedy_shift", "ortools", "random")
 TEACHER_POLICIES = ("greedy", "greedy_shift", "ortools", "none")
+PURE_DISPATCHERS = ("greedy", "greedy_shift")
+"""Dispatchers whose choice is a function of one observation (no plan, no random draws), so they can be asked
+again about a replayed one and be a policy's prior."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,6 +180,9 @@ class Config:
     """logit bonus on the greedy dispatcher's choice, added to every actor's logits (acting, learning, eval and
     agent.act): the actor learns corrections to greedy instead of re-deriving it (residual policy learning);
     0 = the actor alone. A checkpoint keeps the value it was trained with"""
+    DISPATCH_PRIOR_POLICY: str = "greedy"
+    """whose choice gets the DISPATCH_PRIOR_LOGIT bonus: 'greedy', or 'greedy_shift' (greedy that also brings
+    cargo home before the shift ends). A checkpoint keeps the one it was trained with"""
     WARMUP_POLICY: str = "greedy"
     """who acts until WARMUP_TRANSITIONS are stored: 'greedy' or 'ortools' (reference dispatchers, whose choices
     the actor then imitates in pre-training) or 'random'"""
@@ -450,7 +456,8 @@ def _validate(c: Config) -> None:
     except (TypeError, ValueError):
         fail("ENV_KWARGS", f"must hold only JSON values (numbers, text, true/false, lists, objects), got {c.ENV_KWARGS!r}")
     choices = {"LR_DECAY_TYPE": LR_DECAY_TYPES, "DEVICE": DEVICES,
-               "WARMUP_POLICY": WARMUP_POLICIES, "TEACHER_POLICY": TEACHER_POLICIES, "MIXED_PRECISION": PRECISIONS}
+               "WARMUP_POLICY": WARMUP_POLICIES, "TEACHER_POLICY": TEACHER_POLICIES,
+               "DISPATCH_PRIOR_POLICY": PURE_DISPATCHERS, "MIXED_PRECISION": PRECISIONS}
     for key, allowed in choices.items():
         if getattr(c, key) not in allowed:
             fail(key, f"must be one of {', '.join(allowed)}, got {getattr(c, key)!r}")

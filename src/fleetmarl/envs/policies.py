@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fleetmarl.config import Config
+from fleetmarl.config import PURE_DISPATCHERS, Config
 from fleetmarl.envs.spaces import POINT, STATE
 
 BatchPolicy = Callable[[dict[str, np.ndarray]], np.ndarray]
@@ -106,10 +106,11 @@ def _point_scores(features: np.ndarray) -> np.ndarray:
     return np.where(features[..., POINT["heading"]] > 0, -np.inf, score)
 
 
-def pure_policy(name: str) -> BatchPolicy | None:
-    """The named reference policy if its choice is a function of the observation alone, so it may be asked
-    again about a replayed one (greedy); None for one with memory or its own random draws (ortools, random)."""
-    return greedy_policy if name == "greedy" else None
+def pure_policy(name: str, config: Config) -> BatchPolicy | None:
+    """The named reference policy if its choice is a function of the observation alone (``PURE_DISPATCHERS``),
+    so it may be asked again about a replayed one or be a policy's prior; None for one with memory or its own
+    random draws (ortools, random)."""
+    return reference_policy(name, 0, config) if name in PURE_DISPATCHERS else None
 
 
 def reference_policy(name: str, seed: int = 0, config: Config | None = None) -> BatchPolicy:

@@ -20,6 +20,7 @@ from torch import nn
 from torch.func import functional_call
 
 from fleetmarl.config import Config
+from fleetmarl.envs.policies import pure_policy
 from fleetmarl.envs.spaces import ObservationDims, observation_dims
 from fleetmarl.errors import CheckpointError
 from fleetmarl.learner.actions import explore_continuous, select_actions
@@ -78,9 +79,19 @@ class AgentTeam(nn.Module):
         self.dispatches = not self.continuous and dims.heading_column is not None
         """A fleet dispatched to task points (discrete actions, points with a ``heading`` column): the one
         kind of team that coordinated choices, the greedy prior and idle-only exploration apply to."""
-        self.dispatch_prior_logit = float(config.DISPATCH_PRIOR_LOGIT) if self.dispatches else 0.0
-        """Bonus on the greedy dispatcher's choice in every policy's logits (:mod:`fleetmarl.learner.prior`);
-        0 = none. A loaded checkpoint sets it to what it was trained with."""
+        self.dispatch_prior_logit = 0.0
+        """Bonus on a dispatcher's choice in every policy's logits (:mod:`fleetmarl.learner.prior`); 0 = none."""
+        self.set_dispatch_prior(float(config.DISPATCH_PRIOR_LOGIT) if self.dispatches else 0.0,
+                                config.DISPATCH_PRIOR_POLICY)
+
+    def set_dispatch_prior(self, logit: float, policy: str) -> None:
+        """The prior's bonus and whose choice gets it; a loaded checkpoint sets what it was trained with."""
+        self.dispatch_prior_logit = float(logit)
+        self.dispatch_prior_policy = policy
+        self.prior_dispatcher = pure_policy(policy, self.config)
+        if self.prior_dispatcher is None:
+            raise CheckpointError(f"dispatch prior {policy!r} is not a dispatcher this version knows; "
+                                  "upgrade fleetmarl to load this checkpoint")
 
     def _make_actor(self) -> nn.Module:
         """One stacked actor (called for the online and the target network); subclasses swap the kind."""
@@ -296,7 +307,8 @@ class MADDPGAgent(nn.Module):
             one = {"state": inputs[0][:, None], "point_features": inputs[1][:, None]}
             if mask is not None:
                 one["action_mask"] = mask[:, None]
-            out = out + prior_logits(one, self.team.dispatch_prior_logit, out.shape[-1], self.device, together=False)[0]
+            out = out + prior_logits(one, self.team.dispatch_prior_logit, out.shape[-1], self.device, together=False,
+                                     dispatcher=self.team.prior_dispatcher)[0]
         if self.continuous:
             actions = explore_continuous(out, noise_std)
         else:
@@ -324,6 +336,7 @@ class MADDPGAgent(nn.Module):
             "transformer_heads": c.TRANSFORMER_HEADS, "transformer_layers": c.TRANSFORMER_LAYERS,
             "action_type": self.action_type, "point_rows": self.team.point_rows,
             "critic_rows": self.team.critic_rows, "dispatch_prior_logit": self.team.dispatch_prior_logit,
+            "dispatch_prior_policy": self.team.dispatch_prior_policy,
         }
 
     def checkpoint_state(self) -> dict[str, Any]:
@@ -351,7 +364,8 @@ class MADDPGAgent(nn.Module):
         self._check_meta(state.get("meta"))
         self.team.set_point_rows(state["meta"].get("point_rows", "all"))  # files before 0.2 read every slot
         self.team.set_critic_rows(state["meta"].get("critic_rows", "all"))  # so did critics before 0.2.1
-        self.team.dispatch_prior_logit = float(state["meta"].get("dispatch_prior_logit", 0.0))  # none before 0.3
+        meta = state["meta"]  # older files: no prior (no key), or greedy's (no dispatch_prior_policy)
+        self.team.set_dispatch_prior(meta.get("dispatch_prior_logit", 0.0), meta.get("dispatch_prior_policy", "greedy"))
         modules, optimizers = self._get_torch_save_params()
         missing = [k for k in (*modules, *optimizers) if k not in state]
         if missing:

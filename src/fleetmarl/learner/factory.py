@@ -31,7 +31,7 @@ def build_algorithm(agents: list[MADDPGAgent], config: Config) -> MADDPG:
     fleet only."""
     if is_fleet_environment(config):
         teacher = config.TEACHER_POLICY
-        return MADDPG(agents, config, imitation=teacher != "none", relabel=pure_policy(teacher))
+        return MADDPG(agents, config, imitation=teacher != "none", relabel=pure_policy(teacher, config))
     return FlatMADDPG(agents, config)
 
 

@@ -177,12 +177,13 @@ class MADDPG:
 
     def _policy_out(self, network: torch.nn.Module, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(the network's own output, what the policy acts on), both (A, B, K|D) float32: the second adds
-        the greedy dispatcher's bonus (:mod:`fleetmarl.learner.prior`) when the team has one."""
+        the prior dispatcher's bonus (:mod:`fleetmarl.learner.prior`) when the team has one."""
         out = network(*self._agent_major(obs)).float()
         weight = self.team.dispatch_prior_logit
         if not weight:
             return out, out
-        return out, out + prior_logits(obs, weight, self.dims.num_actions, self.device, together=self.coordinated)
+        return out, out + prior_logits(obs, weight, self.dims.num_actions, self.device, together=self.coordinated,
+                                       dispatcher=self.team.prior_dispatcher)
 
     def _agent_major(self, obs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """(B, A, ...) observation tensors -> (A, B, ...) float32, agent-major for the stacked networks."""

@@ -1,4 +1,4 @@
-"""The greedy dispatcher's choice as a logit bonus: the actor learns corrections to greedy, not greedy itself.
+"""A dispatcher's choice as a logit bonus: the actor learns corrections to greedy, not greedy itself.
 
 Residual policy learning (Silver et al. 2018, "Residual Policy Learning"; Johannink et al. 2019) for
 discrete choices: the policy acts on ``actor logits + DISPATCH_PRIOR_LOGIT * one_hot(greedy's choice)``.
@@ -8,9 +8,12 @@ only gets to ~92% agreement; its disagreements cost about a point of on-time rat
 With the bonus the untrained fleet *is* the greedy dispatcher, and every departure from it is one the
 actor learned to want, by a logit margin larger than the bonus.
 
-The bonus is part of the trained policy (saved as ``dispatch_prior_logit`` in each ``agent_i.pth``'s
-``meta``), so acting in training, the update's actor and target-actor passes, ``fleetmarl eval`` and the
-guide's ``agent.act`` all use it. A constant: it carries no gradient and no parameter.
+The dispatcher is greedy or ``greedy_shift`` (greedy that also brings cargo home before the shift ends),
+``DISPATCH_PRIOR_POLICY``: any dispatcher whose choice is a function of the observation alone. The bonus
+and its dispatcher are part of the trained policy (saved as ``dispatch_prior_logit`` and
+``dispatch_prior_policy`` in each ``agent_i.pth``'s ``meta``), so acting in training, the update's actor
+and target-actor passes, ``fleetmarl eval`` and the guide's ``agent.act`` all use them. A constant: it
+carries no gradient and no parameter.
 """
 
 from __future__ import annotations
@@ -21,15 +24,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fleetmarl.envs.policies import greedy_policy
+from fleetmarl.envs.policies import BatchPolicy, greedy_policy
 from fleetmarl.envs.spaces import POINT
 
 GREEDY_INPUT_KEYS = ("state", "point_features")
 """What greedy reads besides the point part of the action mask, which the ``feasible`` column repeats."""
 
 
-def greedy_choices(obs: Mapping[str, torch.Tensor | np.ndarray], *, together: bool = True) -> np.ndarray:
-    """The greedy dispatcher's actions (B, A) on a batched observation (B, A, ...), torch or NumPy.
+def greedy_choices(obs: Mapping[str, torch.Tensor | np.ndarray], *, together: bool = True,
+                   dispatcher: BatchPolicy = greedy_policy) -> np.ndarray:
+    """The greedy ``dispatcher``'s actions (B, A) on a batched observation (B, A, ...), torch or NumPy.
 
     ``together``: vehicles are dispatched in index order, each skipping the points the earlier ones were
     sent to, as the greedy dispatcher and a coordinated fleet (``COORDINATED_CHOICES``) choose; otherwise
@@ -44,16 +48,18 @@ def greedy_choices(obs: Mapping[str, torch.Tensor | np.ndarray], *, together: bo
         mask = np.concatenate([feasible, np.ones((*feasible.shape[:-1], 2), dtype=bool)], axis=-1)
     arrays["action_mask"] = _numpy(mask).astype(bool)
     if together:
-        return greedy_policy(arrays)
+        return dispatcher(arrays)
     batch, agents = arrays["state"].shape[:2]
     alone = {key: value.reshape(batch * agents, 1, *value.shape[2:]) for key, value in arrays.items()}
-    return greedy_policy(alone).reshape(batch, agents)
+    return dispatcher(alone).reshape(batch, agents)
 
 
 def prior_logits(obs: Mapping[str, torch.Tensor | np.ndarray], weight: float, num_actions: int,
-                 device: torch.device, *, together: bool = True) -> torch.Tensor:
-    """(A, B, K) float32, agent-major like the stacked actors' logits: ``weight`` on greedy's choice, else 0."""
-    choice = torch.as_tensor(greedy_choices(obs, together=together), device=device).long()
+                 device: torch.device, *, together: bool = True,
+                 dispatcher: BatchPolicy = greedy_policy) -> torch.Tensor:
+    """(A, B, K) float32, agent-major like the stacked actors' logits: ``weight`` on the dispatcher's choice,
+    else 0."""
+    choice = torch.as_tensor(greedy_choices(obs, together=together, dispatcher=dispatcher), device=device).long()
     return weight * F.one_hot(choice, num_actions).to(torch.float32).transpose(0, 1)
 
 
