@@ -1,16 +1,19 @@
-"""The greedy dispatcher as a logit prior (DISPATCH_PRIOR_LOGIT): the untrained fleet acts as greedy, in
-the team's acting, the guide's agent.act and a loaded checkpoint; the actor still learns; 0 changes nothing."""
+"""A dispatcher as a logit prior (DISPATCH_PRIOR_LOGIT, DISPATCH_PRIOR_POLICY): the untrained fleet acts as
+that dispatcher, in the team's acting, the guide's agent.act and a loaded checkpoint; the actor still learns;
+0 changes nothing."""
 
 from __future__ import annotations
 
 import io
 
 import numpy as np
+import pytest
 import torch
 
 from fleetmarl.config import Config
 from fleetmarl.envs import make_batched_env
-from fleetmarl.envs.policies import greedy_policy
+from fleetmarl.envs.policies import greedy_policy, shift_end_policy
+from fleetmarl.errors import CheckpointError
 from fleetmarl.learner import MADDPG, build_agents
 from fleetmarl.learner.prior import greedy_choices
 from tests.test_agents import filled_buffer
@@ -72,6 +75,35 @@ def test_prior_is_saved_with_the_agents_and_absent_means_none() -> None:
     del state["meta"]["dispatch_prior_logit"]  # a file written before the prior existed
     plain[0].load_checkpoint_state(state)
     assert plain[0].team.dispatch_prior_logit == 0.0
+
+
+def test_greedy_shift_prior_acts_as_greedy_shift_in_the_team_and_in_agent_act() -> None:
+    config = Config(**SMALL, DISPATCH_PRIOR_LOGIT=1e4, DISPATCH_PRIOR_POLICY="greedy_shift")
+    agents = build_agents(config)
+    algo, dispatcher = MADDPG(agents, config), shift_end_policy(config)
+    seen = observations(config, steps=config.MAX_NUM_STEPS)
+    assert any((dispatcher(o) != greedy_policy(o)).any() for o in seen)  # the rule applied somewhere
+    for obs in seen:
+        np.testing.assert_array_equal(algo.act(tensors(obs), 0.0).numpy(), dispatcher(obs))
+        alone = {k: v[:, :1] for k, v in obs.items()}
+        np.testing.assert_array_equal(
+            agents[0].act(obs["state"][:, 0], obs["point_features"][:, 0], obs["other_obs"][:, 0], noise_std=0.0),
+            dispatcher(alone)[:, 0])
+
+
+def test_prior_dispatcher_is_saved_with_the_agents_and_absent_means_greedy() -> None:
+    state = build_agents(Config(**SMALL, DISPATCH_PRIOR_POLICY="greedy_shift"))[0].checkpoint_state()
+    assert state["meta"]["dispatch_prior_policy"] == "greedy_shift"
+    plain = build_agents(Config(**SMALL))
+    plain[0].load_checkpoint_state(state)
+    assert plain[0].team.dispatch_prior_policy == "greedy_shift"
+    assert (plain[0].team.prior_dispatcher(observations(Config(**SMALL), steps=1)[0]) >= 0).all()
+    del state["meta"]["dispatch_prior_policy"]  # a file written when the prior was always greedy's
+    plain[0].load_checkpoint_state(state)
+    assert plain[0].team.prior_dispatcher is greedy_policy
+    state["meta"]["dispatch_prior_policy"] = "psychic"  # a newer version's dispatcher
+    with pytest.raises(CheckpointError, match="psychic"):
+        plain[0].load_checkpoint_state(state)
 
 
 def test_prior_zero_leaves_the_policy_unchanged_and_the_actor_learns_with_one() -> None:

@@ -86,12 +86,11 @@ class AgentTeam(nn.Module):
 
     def set_dispatch_prior(self, logit: float, policy: str) -> None:
         """The prior's bonus and whose choice gets it; a loaded checkpoint sets what it was trained with."""
-        self.dispatch_prior_logit = float(logit)
-        self.dispatch_prior_policy = policy
-        self.prior_dispatcher = pure_policy(policy, self.config)
-        if self.prior_dispatcher is None:
+        dispatcher = pure_policy(policy, self.config)
+        if dispatcher is None:
             raise CheckpointError(f"dispatch prior {policy!r} is not a dispatcher this version knows; "
                                   "upgrade fleetmarl to load this checkpoint")
+        self.dispatch_prior_logit, self.dispatch_prior_policy, self.prior_dispatcher = float(logit), policy, dispatcher
 
     def _make_actor(self) -> nn.Module:
         """One stacked actor (called for the online and the target network); subclasses swap the kind."""
