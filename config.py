@@ -74,8 +74,8 @@ EXPLORE_EPSILON = 0.0  # while training, the probability that an agent which may
 COORDINATED_CHOICES = True  # vehicles choose in index order and are not offered a point another vehicle heads to or chose this step
 DISPATCH_PRIOR_LOGIT = 3.0  # logit bonus on the greedy dispatcher's choice, added to every actor's logits (acting, learning, eval and agent.act): the actor learns corrections to greedy instead of re-deriving it (residual policy learning); 0 = the actor alone. A checkpoint keeps the value it was trained with
 DISPATCH_PRIOR_POLICY = 'greedy'  # whose choice gets the DISPATCH_PRIOR_LOGIT bonus: 'greedy', or 'greedy_shift' (greedy that also brings cargo home before the shift ends). A checkpoint keeps the one it was trained with
-WARMUP_POLICY = 'greedy'  # who acts until WARMUP_TRANSITIONS are stored: 'greedy' or 'ortools' (reference dispatchers, whose choices the actor then imitates in pre-training) or 'random'
-TEACHER_POLICY = 'greedy'  # reference dispatcher, 'greedy' or 'ortools', asked on every step; the actor imitates its recorded choice where the critic rates it higher than the actor's own (Q-filtered behaviour cloning); 'none' turns it off
+WARMUP_POLICY = 'greedy'  # who acts until WARMUP_TRANSITIONS are stored: 'greedy', 'greedy_shift' or 'ortools' (reference dispatchers, whose choices the actor then imitates in pre-training) or 'random'
+TEACHER_POLICY = 'greedy'  # reference dispatcher, 'greedy', 'greedy_shift' or 'ortools', asked on every step; the actor imitates its recorded choice where the critic rates it higher than the actor's own (Q-filtered behaviour cloning); 'none' turns it off
 BC_WEIGHT = 1.0  # weight of the Q-filtered imitation term in the actor loss at episode 0
 BC_EPISODES = 0  # the imitation weight falls linearly to 0 at this episode; 0 keeps it at BC_WEIGHT for the whole run (annealed away, the fleet drifts below the teacher: docs/training.md)
 ACTOR_Q_NORMALIZE = False  # divide the actor's -Q term by the batch's mean |Q| (as TD3+BC does), so the critic's pull and the imitation have the same scale whatever the size of the rewards

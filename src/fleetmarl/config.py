@@ -184,11 +184,12 @@ class Config:
     """whose choice gets the DISPATCH_PRIOR_LOGIT bonus: 'greedy', or 'greedy_shift' (greedy that also brings
     cargo home before the shift ends). A checkpoint keeps the one it was trained with"""
     WARMUP_POLICY: str = "greedy"
-    """who acts until WARMUP_TRANSITIONS are stored: 'greedy' or 'ortools' (reference dispatchers, whose choices
-    the actor then imitates in pre-training) or 'random'"""
+    """who acts until WARMUP_TRANSITIONS are stored: 'greedy', 'greedy_shift' or 'ortools' (reference dispatchers,
+    whose choices the actor then imitates in pre-training) or 'random'"""
     TEACHER_POLICY: str = "greedy"
-    """reference dispatcher, 'greedy' or 'ortools', asked on every step; the actor imitates its recorded choice
-    where the critic rates it higher than the actor's own (Q-filtered behaviour cloning); 'none' turns it off"""
+    """reference dispatcher, 'greedy', 'greedy_shift' or 'ortools', asked on every step; the actor imitates its
+    recorded choice where the critic rates it higher than the actor's own (Q-filtered behaviour cloning);
+    'none' turns it off"""
     BC_WEIGHT: float = 1.0
     """weight of the Q-filtered imitation term in the actor loss at episode 0"""
     BC_EPISODES: int = 0
