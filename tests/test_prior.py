@@ -20,7 +20,8 @@ from tests.test_agents import filled_buffer
 
 SMALL = dict(NUM_AGENTS=3, NUM_POINTS=8, INITIAL_POINTS=5, MAX_NUM_STEPS=40, MAP_SIZE=3000.0, HIDDEN_DIM=16,
              EMBED_DIM=8, TRANSFORMER_HEADS=2, BATCH_SIZE=16, CAPACITY=64, NUM_ENVS=4, NUM_EPISODES=8,
-             MODEL_SAVE_INTERVAL=8, EVAL_INTERVAL=8)
+             MODEL_SAVE_INTERVAL=8, EVAL_INTERVAL=8,
+             DISPATCH_PRIOR_POLICY="greedy")  # the tests compare with greedy_policy; greedy_shift's has its own
 
 
 def observations(config: Config, steps: int = 30) -> list[dict[str, np.ndarray]]:
@@ -78,7 +79,7 @@ def test_prior_is_saved_with_the_agents_and_absent_means_none() -> None:
 
 
 def test_greedy_shift_prior_acts_as_greedy_shift_in_the_team_and_in_agent_act() -> None:
-    config = Config(**SMALL, DISPATCH_PRIOR_LOGIT=1e4, DISPATCH_PRIOR_POLICY="greedy_shift")
+    config = Config(**{**SMALL, "DISPATCH_PRIOR_POLICY": "greedy_shift"}, DISPATCH_PRIOR_LOGIT=1e4)
     agents = build_agents(config)
     algo, dispatcher = MADDPG(agents, config), shift_end_policy(config)
     seen = observations(config, steps=config.MAX_NUM_STEPS)
@@ -92,7 +93,7 @@ def test_greedy_shift_prior_acts_as_greedy_shift_in_the_team_and_in_agent_act() 
 
 
 def test_prior_dispatcher_is_saved_with_the_agents_and_absent_means_greedy() -> None:
-    state = build_agents(Config(**SMALL, DISPATCH_PRIOR_POLICY="greedy_shift"))[0].checkpoint_state()
+    state = build_agents(Config(**{**SMALL, "DISPATCH_PRIOR_POLICY": "greedy_shift"}))[0].checkpoint_state()
     assert state["meta"]["dispatch_prior_policy"] == "greedy_shift"
     plain = build_agents(Config(**SMALL))
     plain[0].load_checkpoint_state(state)

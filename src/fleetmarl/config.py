@@ -180,13 +180,13 @@ class Config:
     """logit bonus on the greedy dispatcher's choice, added to every actor's logits (acting, learning, eval and
     agent.act): the actor learns corrections to greedy instead of re-deriving it (residual policy learning);
     0 = the actor alone. A checkpoint keeps the value it was trained with"""
-    DISPATCH_PRIOR_POLICY: str = "greedy"
+    DISPATCH_PRIOR_POLICY: str = "greedy_shift"
     """whose choice gets the DISPATCH_PRIOR_LOGIT bonus: 'greedy', or 'greedy_shift' (greedy that also brings
     cargo home before the shift ends). A checkpoint keeps the one it was trained with"""
-    WARMUP_POLICY: str = "greedy"
+    WARMUP_POLICY: str = "greedy_shift"
     """who acts until WARMUP_TRANSITIONS are stored: 'greedy', 'greedy_shift' or 'ortools' (reference dispatchers,
     whose choices the actor then imitates in pre-training) or 'random'"""
-    TEACHER_POLICY: str = "greedy"
+    TEACHER_POLICY: str = "greedy_shift"
     """reference dispatcher, 'greedy', 'greedy_shift' or 'ortools', asked on every step; the actor imitates its
     recorded choice where the critic rates it higher than the actor's own (Q-filtered behaviour cloning);
     'none' turns it off"""
