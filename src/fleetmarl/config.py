@@ -177,9 +177,9 @@ class Config:
     COORDINATED_CHOICES: bool = True
     """vehicles choose in index order and are not offered a point another vehicle heads to or chose this step"""
     DISPATCH_PRIOR_LOGIT: float = 3.0
-    """logit bonus on the greedy dispatcher's choice, added to every actor's logits (acting, learning, eval and
-    agent.act): the actor learns corrections to greedy instead of re-deriving it (residual policy learning);
-    0 = the actor alone. A checkpoint keeps the value it was trained with"""
+    """logit bonus on the DISPATCH_PRIOR_POLICY dispatcher's choice, added to every actor's logits (acting,
+    learning, eval and agent.act): the actor learns corrections to it instead of re-deriving it (residual
+    policy learning); 0 = the actor alone. A checkpoint keeps the value it was trained with"""
     DISPATCH_PRIOR_POLICY: str = "greedy_shift"
     """whose choice gets the DISPATCH_PRIOR_LOGIT bonus: 'greedy', or 'greedy_shift' (greedy that also brings
     cargo home before the shift ends). A checkpoint keeps the one it was trained with"""

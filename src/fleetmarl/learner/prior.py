@@ -1,12 +1,12 @@
-"""A dispatcher's choice as a logit bonus: the actor learns corrections to greedy, not greedy itself.
+"""A dispatcher's choice as a logit bonus: the actor learns corrections to it, not the dispatcher itself.
 
 Residual policy learning (Silver et al. 2018, "Residual Policy Learning"; Johannink et al. 2019) for
-discrete choices: the policy acts on ``actor logits + DISPATCH_PRIOR_LOGIT * one_hot(greedy's choice)``.
+discrete choices: the policy acts on ``actor logits + DISPATCH_PRIOR_LOGIT * one_hot(dispatcher's choice)``.
 Why: the actor network has to re-derive greedy's score (priority x samples x urgency / distance, an
 argmax with sequential claims and return rules) from raw features, and at the guide's ``LR_ACTOR`` it
 only gets to ~92% agreement; its disagreements cost about a point of on-time rate (docs/training.md).
-With the bonus the untrained fleet *is* the greedy dispatcher, and every departure from it is one the
-actor learned to want, by a logit margin larger than the bonus.
+With the bonus the untrained fleet *is* the dispatcher, and every departure from it is one the actor
+learned to want, by a logit margin larger than the bonus.
 
 The dispatcher is greedy or ``greedy_shift`` (greedy that also brings cargo home before the shift ends),
 ``DISPATCH_PRIOR_POLICY``: any dispatcher whose choice is a function of the observation alone. The bonus
