@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetmarl.cli.common import add_config_flags, config_from_args
-from fleetmarl.envs.policies import REFERENCE_POLICIES
+from fleetmarl.envs.policies import DEFAULT_REFERENCES, REFERENCE_POLICIES
 from fleetmarl.errors import UserError
 
 DEFAULT_EPISODES = 32
@@ -122,8 +122,8 @@ def _register_plot(subparsers: argparse._SubParsersAction) -> None:
     curves.add_argument("-o", "--output", default="curves.png", metavar="FILE", help="image file (default curves.png)")
     curves.add_argument("--metric", default="on_time_rate", metavar="NAME",
                         help="a key of the evaluation log: on_time_rate (default), reward, service_rate_weighted, ...")
-    curves.add_argument("--references", default="greedy,random", metavar="NAMES",
-                        help="comma-separated reference policies drawn as lines (default greedy,random; "
+    curves.add_argument("--references", default=",".join(DEFAULT_REFERENCES), metavar="NAMES",
+                        help=f"comma-separated reference policies drawn as lines (default {','.join(DEFAULT_REFERENCES)}; "
                              f"any of {', '.join(REFERENCE_POLICIES)}; '' for none)")
     curves.add_argument("--episodes", type=_positive_int, default=None, metavar="N",
                         help="episodes per reference evaluation (default each run's EVAL_EPISODES, the episodes "

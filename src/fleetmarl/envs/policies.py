@@ -15,6 +15,8 @@ from fleetmarl.envs.spaces import POINT, STATE
 
 BatchPolicy = Callable[[dict[str, np.ndarray]], np.ndarray]
 REFERENCE_POLICIES = ("random", "greedy", "greedy_shift", "ortools")
+DEFAULT_REFERENCES = ("greedy", "greedy_shift", "random")
+"""The ones a learning-curve plot draws unless told: ortools needs its extra and minutes per run."""
 
 # Greedy tuning, in observation units (times are fractions of the longest deadline).
 PRIORITY_SCORE = np.array([3.0, 2.0, 1.0])  # ranking of priority 1, 2, 3

@@ -202,7 +202,6 @@ def plot_rewards(history: TrainingHistory, output: str | Path, *, window: int | 
 
 
 # ---------------------------------------------------------------------- learning curves across runs
-DEFAULT_REFERENCES = ("greedy", "random")  # "ortools" needs the extra and minutes per run: asked for, not default
 BANDS = {"minmax": "min–max", "std": "mean ± std"}  # --band value -> what the legend says
 
 
@@ -366,7 +365,7 @@ def reference_levels(runs: list[EvalRun], names: list[str], metric: str = ON_TIM
     return levels
 
 
-REFERENCE_COLOURS = {"greedy": "tab:red", "random": "tab:grey", "ortools": "tab:purple"}
+REFERENCE_COLOURS = {"greedy": "tab:red", "greedy_shift": "tab:orange", "random": "tab:grey", "ortools": "tab:purple"}
 
 
 def plot_learning_curves(curves: LearningCurves, output: str | Path, *, band: str = "minmax",
