@@ -140,9 +140,10 @@ def test_unwritable_checkpoints_dir_is_reported_before_training(tiny_config: Con
 def test_the_teacher_is_asked_at_acting_time_and_replay_keeps_its_choices(tiny_config: Config) -> None:
     """The warm-up dispatcher is the teacher: its recorded choices are the warm-up actions; afterwards the
     teacher is asked on every step the actor takes, so no stored transition is without a choice."""
-    from fleetmarl.envs.policies import greedy_policy
+    from fleetmarl.envs.policies import pure_policy
     from fleetmarl.trainer import Trainer
 
+    teacher = pure_policy(tiny_config.TEACHER_POLICY, tiny_config)  # the default teacher, greedy_shift
     trainer = Trainer(tiny_config.replace(ENABLE_MODEL_CHECKPOINTING=False), log=lambda m: None)
     trainer.run()
     buffer = trainer.buffer
@@ -151,7 +152,7 @@ def test_the_teacher_is_asked_at_acting_time_and_replay_keeps_its_choices(tiny_c
     warm = tiny_config.WARMUP_TRANSITIONS
     assert (buffer.taught[:warm] == buffer.actions[:warm]).all()
     batch = buffer.sample(64)
-    assert torch.equal(batch.taught, torch.as_tensor(greedy_policy({k: v.numpy() for k, v in batch.obs.items()})))
+    assert torch.equal(batch.taught, torch.as_tensor(teacher({k: v.numpy() for k, v in batch.obs.items()})))
     assert not torch.equal(batch.taught, batch.actions)  # the actor, not the teacher, acted after warm-up
 
 
