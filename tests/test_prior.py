@@ -15,7 +15,7 @@ from fleetmarl.envs import make_batched_env
 from fleetmarl.envs.policies import greedy_policy, shift_end_policy
 from fleetmarl.errors import CheckpointError
 from fleetmarl.learner import MADDPG, build_agents
-from fleetmarl.learner.prior import greedy_choices
+from fleetmarl.learner.prior import dispatcher_choices
 from tests.test_agents import filled_buffer
 
 SMALL = dict(NUM_AGENTS=3, NUM_POINTS=8, INITIAL_POINTS=5, MAX_NUM_STEPS=40, MAP_SIZE=3000.0, HIDDEN_DIM=16,
@@ -61,7 +61,7 @@ def test_guide_agent_act_adds_the_prior_with_or_without_a_mask() -> None:
             np.testing.assert_array_equal(agent.act(*args, noise_std=0.0), expected)
             np.testing.assert_array_equal(agent.act(*args, noise_std=0.0, action_mask=obs["action_mask"][:, i]), expected)
             del alone["action_mask"]
-            np.testing.assert_array_equal(greedy_choices(alone)[:, 0], expected)
+            np.testing.assert_array_equal(dispatcher_choices(alone)[:, 0], expected)
 
 
 def test_prior_is_saved_with_the_agents_and_absent_means_none() -> None:

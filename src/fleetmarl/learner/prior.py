@@ -27,13 +27,14 @@ import torch.nn.functional as F
 from fleetmarl.envs.policies import BatchPolicy, greedy_policy
 from fleetmarl.envs.spaces import POINT
 
-GREEDY_INPUT_KEYS = ("state", "point_features")
-"""What greedy reads besides the point part of the action mask, which the ``feasible`` column repeats."""
+DISPATCHER_INPUT_KEYS = ("state", "point_features")
+"""What the pure dispatchers (greedy, greedy_shift) read besides the point part of the action mask, which
+the ``feasible`` column repeats."""
 
 
-def greedy_choices(obs: Mapping[str, torch.Tensor | np.ndarray], *, together: bool = True,
+def dispatcher_choices(obs: Mapping[str, torch.Tensor | np.ndarray], *, together: bool = True,
                    dispatcher: BatchPolicy = greedy_policy) -> np.ndarray:
-    """The greedy ``dispatcher``'s actions (B, A) on a batched observation (B, A, ...), torch or NumPy.
+    """A pure ``dispatcher``'s actions (B, A) on a batched observation (B, A, ...), torch or NumPy.
 
     ``together``: vehicles are dispatched in index order, each skipping the points the earlier ones were
     sent to, as the greedy dispatcher and a coordinated fleet (``COORDINATED_CHOICES``) choose; otherwise
@@ -41,7 +42,7 @@ def greedy_choices(obs: Mapping[str, torch.Tensor | np.ndarray], *, together: bo
     Without an ``action_mask`` (``agent.act`` may have none) the point part of the mask is read from the
     ``feasible`` column, which holds exactly those entries; stay and return are always allowed.
     """
-    arrays = {key: _numpy(obs[key]) for key in GREEDY_INPUT_KEYS}
+    arrays = {key: _numpy(obs[key]) for key in DISPATCHER_INPUT_KEYS}
     mask = obs.get("action_mask")
     if mask is None:
         feasible = arrays["point_features"][..., POINT["feasible"]] > 0.5
@@ -59,7 +60,7 @@ def prior_logits(obs: Mapping[str, torch.Tensor | np.ndarray], weight: float, nu
                  dispatcher: BatchPolicy = greedy_policy) -> torch.Tensor:
     """(A, B, K) float32, agent-major like the stacked actors' logits: ``weight`` on the dispatcher's choice,
     else 0."""
-    choice = torch.as_tensor(greedy_choices(obs, together=together, dispatcher=dispatcher), device=device).long()
+    choice = torch.as_tensor(dispatcher_choices(obs, together=together, dispatcher=dispatcher), device=device).long()
     return weight * F.one_hot(choice, num_actions).to(torch.float32).transpose(0, 1)
 
 
