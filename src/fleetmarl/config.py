@@ -204,7 +204,7 @@ class Config:
     BC_ALTERNATIVES: bool = False
     """the imitation also asks the critic about staying and returning to the base, for vehicles that may choose
     a point: where it rates one of them above the teacher's choice by more than BC_ALTERNATIVE_MARGIN, the
-    actor imitates that instead. Why: the prior keeps greedy's choice the actor's argmax, so the Q-filter
+    actor imitates that instead. Why: the prior keeps its dispatcher's choice the actor's argmax, so the Q-filter
     alone never sees a different action. Measured: no gain yet (docs/training.md)"""
     BC_ALTERNATIVE_MARGIN: float = 2.0
     """how much higher (in reward units) the critic must rate stay or return than the teacher's choice before
