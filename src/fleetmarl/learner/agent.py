@@ -312,14 +312,7 @@ class MADDPGAgent(nn.Module):
             actions = explore_continuous(out, noise_std)
         else:
             actions = select_actions(out, noise_std, mask, fallback=self.dims.num_points)
-        if not batched:
-            actions = actions.squeeze(0)
-        if not from_numpy:
-            return actions
-        array = actions.cpu().numpy()
-        if self.continuous:
-            return array
-        return int(array) if not batched else array.astype(np.int64)
+        return as_given(actions, batched=batched, numpy=from_numpy, continuous=self.continuous)
 
     # ------------------------------------------------------------------ checkpoints
     def _get_torch_save_params(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -395,6 +388,18 @@ class MADDPGAgent(nn.Module):
             if key in meta and meta[key] != mine[key]:
                 raise CheckpointError(f"checkpoint was made for an observation {label} of {meta[key]} but this "
                                       f"environment has {mine[key]}")
+
+
+def as_given(actions: torch.Tensor, *, batched: bool, numpy: bool, continuous: bool) -> Any:
+    """Actions (B, ...) in the form ``act`` was called with: one observation or a batch, NumPy or torch
+    (the guide's ``agent.act`` returns a python int for one NumPy observation)."""
+    actions = actions if batched else actions.squeeze(0)
+    if not numpy:
+        return actions
+    array = actions.cpu().numpy()
+    if continuous:
+        return array
+    return int(array) if not batched else array.astype(np.int64)
 
 
 def _to_tensor(value: Any, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,7 +29,7 @@ from fleetmarl.learner.actions import (
     select_actions,
     straight_through_gumbel,
 )
-from fleetmarl.learner.agent import AgentTeam, AgentView, MADDPGAgent, _to_tensor
+from fleetmarl.learner.agent import AgentTeam, AgentView, MADDPGAgent, _to_tensor, as_given
 from fleetmarl.learner.maddpg import (
     LOGIT_REGULARISATION,
     MADDPG,
@@ -96,13 +95,7 @@ class FlatAgent(MADDPGAgent):
             if mask is not None and not batched:
                 mask = mask.unsqueeze(0)
             actions = select_actions(out, noise_std, mask)
-        actions = actions if batched else actions.squeeze(0)
-        if not from_numpy:
-            return actions
-        array = actions.cpu().numpy()
-        if self.continuous:
-            return array
-        return int(array) if not batched else array.astype(np.int64)
+        return as_given(actions, batched=batched, numpy=from_numpy, continuous=self.continuous)
 
     def meta(self) -> dict[str, Any]:
         return {**super().meta(), "environment": self.config.ENVIRONMENT_TYPE}
