@@ -14,6 +14,7 @@ that would otherwise fall inside these 48 episodes; its cost is reported on its 
     python benchmarks/bench_train.py                        # against 9b4b01c (fleetmarl 0.1)
     python benchmarks/bench_train.py --baseline HEAD~3 --repeats 3
     python benchmarks/bench_train.py --start 32 --current-set none   # both at their defaults, after warm-up
+    python benchmarks/bench_train.py --no-pretrain-cost              # skip timing the pre-training burst
 
 With ``--start 32`` the timed episodes 32-80 come after the current tree's greedy warm-up (4096
 transitions, three rounds) and its pre-training burst, so both trees' loops run as in a real default
@@ -56,6 +57,14 @@ def run_seconds(tree: Path, episodes: int, extra: list[str]) -> tuple[float, flo
         return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def pretrain_seconds(extra: list[str]) -> float:
+    """Wall seconds of the current tree's one-time pre-training burst: 24 episodes with and without it."""
+    with_pretrain, without = run_seconds(ROOT, 24, extra), run_seconds(ROOT, 24, extra + ["--set", "PRETRAIN_UPDATES=0"])
+    print(f"current   one-time imitation pre-training (default PRETRAIN_UPDATES): {with_pretrain[0] - without[0]:.1f} s "
+          f"wall, {with_pretrain[1] - without[1]:.1f} s CPU", flush=True)
+    return with_pretrain[0] - without[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", default="9b4b01c", help="git revision to compare with (default 9b4b01c)")
@@ -68,6 +77,8 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=8,
                         help="episodes before the timed 48 (default 8: one round; 32 = after the current "
                              "tree's greedy warm-up and its pre-training burst, so both loops are in steady state)")
+    parser.add_argument("--no-pretrain-cost", dest="pretrain_cost", action="store_false",
+                        help="skip the extra runs that time the one-time pre-training burst (minutes)")
     args = parser.parse_args()
     extra = [item for kv in args.extra for item in ("--set", kv)]
     current_only = [item for kv in (args.current or ["PRETRAIN_UPDATES=0"]) if kv != "none" for item in ("--set", kv)]
@@ -86,10 +97,7 @@ def main() -> None:
                     cpu[name].append(long[1] - short[1])
                     print(f"{name:9s} 48 episodes: {long[0] - short[0]:7.1f} s wall, {long[1] - short[1]:7.1f} s CPU "
                           f"({args.start + 48}: {long[0]:.1f} s, {args.start}: {short[0]:.1f} s)", flush=True)
-            with_pretrain, without = run_seconds(ROOT, 24, extra), run_seconds(ROOT, 24, extra + ["--set", "PRETRAIN_UPDATES=0"])
-            pretrain = with_pretrain[0] - without[0]
-            print(f"current   one-time imitation pre-training (default PRETRAIN_UPDATES): {pretrain:.1f} s wall, "
-                  f"{with_pretrain[1] - without[1]:.1f} s CPU", flush=True)
+            pretrain = pretrain_seconds(extra) if args.pretrain_cost else None
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)], check=False)
     best = {name: min(values) for name, values in samples.items()}

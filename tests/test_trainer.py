@@ -165,3 +165,16 @@ def test_a_planning_teacher_resumes_bit_for_bit(tiny_config: Config, tmp_path: P
     resumed = train(config, resume="latest", log=lambda m: None)
     assert resumed.state.episode_rewards_log == whole.state.episode_rewards_log
     assert_same_weights(final_weights(resumed), final_weights(whole))
+
+
+@pytest.mark.parametrize("every", [2, 3])
+def test_updates_run_every_update_every_steps_once_warm_up_is_stored(tiny_config: Config, every: int) -> None:
+    """The cadence the speed/learning trade-off rests on (UPDATE_EVERY, docs/training.md): the pre-training
+    burst once, then one update on each batched step whose count is a multiple of UPDATE_EVERY, from the
+    step that fills the warm-up on."""
+    c = tiny_config.replace(ENABLE_MODEL_CHECKPOINTING=False, UPDATE_EVERY=every)
+    result = train(c, log=lambda m: None)
+    steps = c.NUM_EPISODES // c.NUM_ENVS * c.MAX_NUM_STEPS
+    first = -(-max(c.WARMUP_TRANSITIONS, c.BATCH_SIZE) // c.NUM_ENVS)  # the step that stores the last warm-up transition
+    due = sum(1 for step in range(first, steps + 1) if step % every == 0)
+    assert result.state.updates == c.PRETRAIN_UPDATES + due * c.UPDATES_PER_ROUND
