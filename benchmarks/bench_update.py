@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON to write (default benchmarks/results/update.json)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -121,8 +122,8 @@ def main() -> None:
         print(f"{r['data']:7s} {r['precision']:9s} {r['ms_with_actor']:10.1f}ms {r['ms_critic_only']:9.1f}ms "
               f"{r['ms_mean']:5.1f}ms {(r['gflop_with_actor'] + r['gflop_critic_only']) / 2:12.2f} "
               f"{r['gflops_achieved']:8.1f} {100 * r['fraction_of_gemm_peak']:6.1f}%")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
                     "threads": torch.get_num_threads(), "torch": torch.__version__,
                     "load_average": os.getloadavg()},
