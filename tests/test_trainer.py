@@ -82,6 +82,21 @@ def test_resume_continues_to_a_larger_num_episodes(tiny_config: Config, tmp_path
         assert any("NOT exact" in m for m in messages)
 
 
+def test_resuming_a_finished_run_trains_and_saves_nothing(tiny_config: Config) -> None:
+    """--resume latest on a run already at NUM_EPISODES says so and leaves the folder as it was (it once
+    wrote a second checkpoint of the same episode); a larger NUM_EPISODES then continues it."""
+    config = tiny_config.replace(NUM_EPISODES=4)
+    train(config, log=lambda m: None)
+    ckpt_dir = Path(config.CHECKPOINTS_DIR)
+    before = sorted(p.name for p in ckpt_dir.iterdir())
+    messages: list[str] = []
+    result = train(config, resume="latest", log=messages.append)
+    assert result.state.episode == 4 and sorted(p.name for p in ckpt_dir.iterdir()) == before
+    assert any("nothing to train" in m and "NUM_EPISODES" in m for m in messages)
+    longer = train(config.replace(NUM_EPISODES=8), resume="latest", log=lambda m: None)
+    assert longer.state.episode == 8 and len(list(ckpt_dir.iterdir())) == len(before) + 1
+
+
 def test_resume_from_older_checkpoint_never_touches_the_original_line(tiny_config: Config) -> None:
     config = tiny_config.replace(NUM_EPISODES=12)
     train(config, log=lambda m: None)

@@ -128,6 +128,8 @@ class Trainer:
         self.previous_checkpoint: Path | None = None
         """the run's newest committed checkpoint: the next save hard-links its replay chunks"""
         self.lock = ckpt.TrainingLock(self.checkpoints_dir)
+        self._resumed_line_at: int | None = None
+        """the episode of the checkpoint this run continues as its newest: saving it again would add nothing"""
 
         if config.ENABLE_MODEL_CHECKPOINTING:
             ckpt.ensure_writable(self.checkpoints_dir)
@@ -149,7 +151,7 @@ class Trainer:
         self.log_dir = self._log_dir()
         self.logger = RunLogger(self.log_dir, purge_step=self.state.episode or None)
         self.last_checkpoint: Path | None = None
-        self._saved_episode: int | None = None
+        self._saved_episode: int | None = self._resumed_line_at
         self._stop_requested = False
         self._in_flight: tuple[int, float] | None = None  # (episode, loop stall in s) of the save being written
         self._save_stats: dict[Path, dict[str, Any]] = {}
@@ -162,6 +164,9 @@ class Trainer:
         bar = tqdm(total=c.NUM_EPISODES, initial=s.episode, unit="ep", disable=not c.PROGRESS_BAR,
                    dynamic_ncols=True, file=sys.stderr)
         previous_handlers = self._install_signal_handlers()
+        if s.episode >= c.NUM_EPISODES:
+            self.log(f"nothing to train: the run is at episode {s.episode} and NUM_EPISODES is {c.NUM_EPISODES}; "
+                     f"to continue it, resume with a larger one, e.g. --set NUM_EPISODES={s.episode + c.MODEL_SAVE_INTERVAL}")
         try:
             while s.episode < c.NUM_EPISODES and not self._stop_requested:
                 round_rewards, infos, losses = self._run_round()
@@ -489,6 +494,7 @@ class Trainer:
         if line and self._is_latest_of_run(path, line):
             s.run_id, s.parent = line, training_state.get("parent")
             self.previous_upload = path.name if self.remote is not None else None
+            self._resumed_line_at = s.episode
         else:
             s.parent = str(path)
         self.algo.load_state_dict(training_state.get("algorithm", {}))
