@@ -76,7 +76,8 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         run = args.runs / f"seed{seed}"
         train(run, seed, args.episodes, extra)
-        for checkpoint in sorted((run / "checkpoints").glob("checkpoint_ep*"), key=episode_of):
+        newest = {episode_of(c): c for c in sorted((run / "checkpoints").glob("checkpoint_ep*"))}  # one per episode
+        for checkpoint in (newest[episode] for episode in sorted(newest)):
             result = compare(checkpoint)
             rows.append({"seed": seed, "episode": episode_of(checkpoint), **result})
             print(f"{seed:5d} {episode_of(checkpoint):7d} {result['on_time']:7.3f} "
