@@ -44,7 +44,7 @@ BATCH_SIZE = 512  # transitions per gradient update
 CAPACITY = 100000  # replay buffer size in transitions (one transition = one step of one environment, all agents)
 LR_ACTOR = 5e-05  # actor (and its Transformer) learning rate
 LR_CRITIC = 0.0005  # critic learning rate
-UPDATE_EVERY = 8  # batched environment steps between gradient updates (8: half the updates of 4, and the same learning with the dispatch prior over seeds 123, 42, 2024 and the small fleets, docs/training.md)
+UPDATE_EVERY = 8  # batched environment steps between gradient updates (8: half the updates of 4; with the dispatch prior the fleet settles at the same level by episode ~400, but its early dip lasts twice the episodes: set 4 for runs under ~400 episodes, docs/training.md)
 UPDATES_PER_ROUND = 1  # gradient updates of all agents each time an update is due
 WARMUP_TRANSITIONS = 4096  # transitions collected with the random policy before learning starts
 GRAD_CLIP_NORM = 1.0  # max gradient norm per network; 0 disables clipping
