@@ -24,6 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fleetmarl.checkpoint.layout import checkpoint_folders
 from machine_info import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ def train(run: Path, seed: int, episodes: int, extra: list[str]) -> None:
     checkpoints = run / "checkpoints"
     flags = ["--set", f"RANDOM_SEED={seed}", "--set", f"NUM_EPISODES={episodes}", "--set", f"CHECKPOINTS_DIR={checkpoints}",
              "--set", f"LOG_DIR={run / 'runs'}", "--set", "PROGRESS_BAR=False", *extra]
-    if checkpoints.is_dir() and any(checkpoints.iterdir()):
+    if checkpoint_folders(checkpoints):
         flags = ["--resume", "latest", *flags]
     run.mkdir(parents=True, exist_ok=True)
     with open(run / "log.txt", "a") as log:
@@ -57,10 +58,6 @@ def compare(checkpoint: Path) -> dict[str, dict[str, float]]:
     return {"on_time": rates[report["baseline"]], "gap": gaps, "ci95": half, "on_board": on_board}
 
 
-def episode_of(checkpoint: Path) -> int:
-    return int(checkpoint.name.split("_")[1].removeprefix("ep"))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="42,2024", help="comma-separated RANDOM_SEEDs (default 42,2024)")
@@ -76,11 +73,12 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         run = args.runs / f"seed{seed}"
         train(run, seed, args.episodes, extra)
-        newest = {episode_of(c): c for c in sorted((run / "checkpoints").glob("checkpoint_ep*"))}  # one per episode
-        for checkpoint in (newest[episode] for episode in sorted(newest)):
-            result = compare(checkpoint)
-            rows.append({"seed": seed, "episode": episode_of(checkpoint), **result})
-            print(f"{seed:5d} {episode_of(checkpoint):7d} {result['on_time']:7.3f} "
+        # oldest first, so the newest checkpoint of an episode (a folder may hold two) is the one kept
+        newest = {parsed.episode: path for path, parsed in checkpoint_folders(run / "checkpoints")}
+        for episode in sorted(newest):
+            result = compare(newest[episode])
+            rows.append({"seed": seed, "episode": episode, **result})
+            print(f"{seed:5d} {episode:7d} {result['on_time']:7.3f} "
                   + " ".join(f"{result['gap'][r]:+9.3f} ± {result['ci95'][r]:.3f}" for r in REFERENCES), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"episodes": args.episodes, "extra": args.extra, "compare": COMPARE[:4],
