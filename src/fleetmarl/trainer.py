@@ -128,8 +128,9 @@ class Trainer:
         self.previous_checkpoint: Path | None = None
         """the run's newest committed checkpoint: the next save hard-links its replay chunks"""
         self.lock = ckpt.TrainingLock(self.checkpoints_dir)
-        self._resumed_line_at: int | None = None
-        """the episode of the checkpoint this run continues as its newest: saving it again would add nothing"""
+        self._saved_episode: int | None = None
+        """episode of the run's newest checkpoint on disk (after a resume that continues its line, the resumed
+        one: saving that episode again would add nothing)"""
 
         if config.ENABLE_MODEL_CHECKPOINTING:
             ckpt.ensure_writable(self.checkpoints_dir)
@@ -151,7 +152,6 @@ class Trainer:
         self.log_dir = self._log_dir()
         self.logger = RunLogger(self.log_dir, purge_step=self.state.episode or None)
         self.last_checkpoint: Path | None = None
-        self._saved_episode: int | None = self._resumed_line_at
         self._stop_requested = False
         self._in_flight: tuple[int, float] | None = None  # (episode, loop stall in s) of the save being written
         self._save_stats: dict[Path, dict[str, Any]] = {}
@@ -494,7 +494,7 @@ class Trainer:
         if line and self._is_latest_of_run(path, line):
             s.run_id, s.parent = line, training_state.get("parent")
             self.previous_upload = path.name if self.remote is not None else None
-            self._resumed_line_at = s.episode
+            self._saved_episode = s.episode
         else:
             s.parent = str(path)
         self.algo.load_state_dict(training_state.get("algorithm", {}))
