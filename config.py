@@ -39,6 +39,7 @@ TEAM_REWARD_WEIGHT = 0.5  # share of the team's total reward added to each agent
 # Learner: MADDPG + Transformer (算法设置)
 GAMMA = 0.95  # discount factor
 N_STEP = 1  # steps of reward summed before the critic bootstraps (n-step TD targets, within an episode); 1 = one-step
+CRITIC_TEAM_REWARD = False  # every critic learns the mean of all agents' rewards (one cooperative value) instead of its own agent's r_i: with r_i, a vehicle's critic values its own deliveries above the others' (TEAM_REWARD_WEIGHT < 1 on them), so leaving a point to a better-placed vehicle looks like a loss to it
 TAU = 0.01  # Polyak coefficient for target networks
 BATCH_SIZE = 512  # transitions per gradient update
 CAPACITY = 100000  # replay buffer size in transitions (one transition = one step of one environment, all agents)

@@ -268,6 +268,16 @@ def test_rows_without_a_recorded_teacher_choice_are_relabelled_by_a_pure_teacher
     assert torch.equal(loss, torch.zeros_like(loss))  # nothing recorded, nothing imitated
 
 
+@pytest.mark.parametrize("team", [False, True])
+def test_critics_learn_their_own_reward_or_with_a_team_critic_the_agents_mean(team: bool) -> None:
+    config = tiny(GAMMA=0.0, CRITIC_TEAM_REWARD=team)  # no bootstrap: the target is the reward itself
+    _, algo, buffer = setup(config)
+    batch = buffer.sample(16)
+    rewards = batch.rewards.transpose(0, 1)  # (A, B), different per agent (random draws)
+    expected = rewards.mean(0, keepdim=True).expand_as(rewards) if team else rewards
+    assert torch.allclose(algo.critic_loss(batch).y, expected)
+
+
 # ---------------------------------------------------------------------- checkpoints
 def roundtrip(state: dict) -> dict:
     blob = io.BytesIO()

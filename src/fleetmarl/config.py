@@ -108,6 +108,10 @@ class Config:
     """discount factor"""
     N_STEP: int = 1
     """steps of reward summed before the critic bootstraps (n-step TD targets, within an episode); 1 = one-step"""
+    CRITIC_TEAM_REWARD: bool = False
+    """every critic learns the mean of all agents' rewards (one cooperative value) instead of its own agent's
+    r_i: with r_i, a vehicle's critic values its own deliveries above the others' (TEAM_REWARD_WEIGHT < 1 on
+    them), so leaving a point to a better-placed vehicle looks like a loss to it"""
     TAU: float = 0.01
     """Polyak coefficient for target networks"""
     BATCH_SIZE: int = 512

@@ -36,6 +36,7 @@ from fleetmarl.learner.maddpg import (
     CriticStep,
     actor_objective,
     bootstrap_factor,
+    critic_rewards,
 )
 from fleetmarl.learner.mlp_networks import FlatActor, FlatCentralCritic
 
@@ -141,7 +142,7 @@ class FlatMADDPG(MADDPG):
         with torch.no_grad():
             next_state = batch.next_obs["state"].to(torch.float32)
             q_next = team.critic_target(next_state, self._target_actions(batch.next_obs)).float()  # (A, B)
-            y = batch.rewards.to(torch.float32).transpose(0, 1) + bootstrap_factor(batch, c.GAMMA) * q_next
+            y = critic_rewards(batch, c.CRITIC_TEAM_REWARD) + bootstrap_factor(batch, c.GAMMA) * q_next
         q = team.critic(batch.obs["state"].to(torch.float32), self._replay_actions(batch.actions)).float()
         td = q - y
         losses = (batch.weights.to(torch.float32) * td.square()).mean(-1)

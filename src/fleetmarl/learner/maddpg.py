@@ -84,6 +84,13 @@ def bootstrap_factor(batch: Batch, gamma: float) -> torch.Tensor:
     return factor.transpose(0, 1) if factor.dim() == 2 else factor
 
 
+def critic_rewards(batch: Batch, team: bool) -> torch.Tensor:
+    """The rewards the critics learn, agent-major (A, B): each agent's own, or with ``CRITIC_TEAM_REWARD``
+    the agents' mean for every critic (n-step sums commute with the mean, so it is taken last)."""
+    rewards = batch.rewards.to(torch.float32).transpose(0, 1)
+    return rewards.mean(0, keepdim=True).expand_as(rewards) if team else rewards
+
+
 def actor_objective(q: torch.Tensor, normalize: bool) -> torch.Tensor:
     """The actor's -Q term per agent (A,) from Q (A, B); with ``ACTOR_Q_NORMALIZE`` Q is divided by the
     batch's mean |Q| first (TD3+BC), so its pull does not grow with the size of the rewards."""
@@ -243,7 +250,7 @@ class MADDPG:
             target = team.critic_target
             q_next = target(target.embed_points(next_points),
                             next_obs["state"].to(torch.float32), target_actions).float()  # (A, B)
-            y = batch.rewards.to(torch.float32).transpose(0, 1) + bootstrap_factor(batch, c.GAMMA) * q_next  # (A, B)
+            y = critic_rewards(batch, c.CRITIC_TEAM_REWARD) + bootstrap_factor(batch, c.GAMMA) * q_next  # (A, B)
         points = batch.obs["point_features"].to(torch.float32).transpose(0, 1)  # (A, B, N, F)
         embedded = team.critic.embed_points(points)
         q = team.critic(embedded, batch.obs["state"].to(torch.float32),
