@@ -49,7 +49,7 @@ def greedy_policy(obs: dict[str, np.ndarray], *, return_slack: float = RETURN_CA
     mask = obs["action_mask"].astype(bool)
     B, A, num_actions = mask.shape
     P = num_actions - 2
-    score = _point_scores(features)
+    score = point_scores(features)
     actions = np.full((B, A), P, dtype=np.int64)
     claimed = np.zeros((B, P), dtype=bool)
     rows = np.arange(B)
@@ -99,7 +99,7 @@ def shift_end_policy(config: Config, margin_s: float = SHIFT_END_MARGIN_S) -> Ba
     return policy
 
 
-def _point_scores(features: np.ndarray) -> np.ndarray:
+def point_scores(features: np.ndarray) -> np.ndarray:
     """(B, A, P) desirability of each point for each vehicle; higher is better."""
     priority = features[..., POINT["priority_1"]:POINT["priority_3"] + 1] @ PRIORITY_SCORE
     urgency = 1.0 - features[..., POINT["deadline_left"]]
