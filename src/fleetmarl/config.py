@@ -178,6 +178,13 @@ class Config:
     """while training, the probability that an agent which may go to a point instead takes an allowed action
     drawn uniformly (points claimed earlier in the step excluded): with the dispatch prior the logit noise
     hardly ever overturns greedy's choice, so the critic would never see an alternative; 0 = off"""
+    EXPLORE_HOLD_PROB: float = 0.0
+    """while training, the probability per step that an idle vehicle which may go to a point is held at stay
+    for 1..EXPLORE_HOLD_STEPS steps (drawn): a one-step stay under a greedy fleet only delays a departure, so
+    without sustained waits in the replay the critic cannot learn what waiting is worth (use with N_STEP);
+    0 = off"""
+    EXPLORE_HOLD_STEPS: int = 12
+    """longest hold EXPLORE_HOLD_PROB draws, in steps"""
     COORDINATED_CHOICES: bool = True
     """vehicles choose in index order and are not offered a point another vehicle heads to or chose this step"""
     DISPATCH_PRIOR_LOGIT: float = 3.0
@@ -469,7 +476,7 @@ def _validate(c: Config) -> None:
     for key in ("NUM_AGENTS", "NUM_POINTS", "MAX_NUM_STEPS", "BATCH_SIZE", "CAPACITY", "UPDATE_EVERY", "N_STEP",
                 "UPDATES_PER_ROUND", "HIDDEN_DIM", "EMBED_DIM", "TRANSFORMER_HEADS", "TRANSFORMER_LAYERS",
                 "ACTOR_UPDATE_FREQUENCY", "LR_DECAY_EPISODES", "NUM_EPISODES", "NUM_ENVS", "MODEL_SAVE_INTERVAL",
-                "EVAL_EPISODES", "POINT_SAMPLES_MIN", "ORTOOLS_SOLUTION_LIMIT", "ORTOOLS_TIME_LIMIT_MS"):
+                "EVAL_EPISODES", "POINT_SAMPLES_MIN", "ORTOOLS_SOLUTION_LIMIT", "ORTOOLS_TIME_LIMIT_MS", "EXPLORE_HOLD_STEPS"):
         if getattr(c, key) < 1:
             fail(key, f"must be at least 1, got {getattr(c, key)}")
     for key in ("STEP_SECONDS", "MAP_SIZE", "LR_ACTOR", "LR_CRITIC", "TAU", "NOISE_DECAY", "PER_EPSILON"):
@@ -484,7 +491,8 @@ def _validate(c: Config) -> None:
                 "PER_ALPHA", "PER_BETA", "PER_BETA_INCREMENT"):
         if getattr(c, key) < 0:
             fail(key, f"must not be negative, got {getattr(c, key)}")
-    for key in ("GAMMA", "TAU", "NOISE_DECAY", "LR_MIN_RATIO", "PER_BETA", "EXPLORE_EPSILON"):
+    for key in ("GAMMA", "TAU", "NOISE_DECAY", "LR_MIN_RATIO", "PER_BETA", "EXPLORE_EPSILON",
+                "EXPLORE_HOLD_PROB"):
         if not 0 <= getattr(c, key) <= 1:
             fail(key, f"must be between 0 and 1, got {getattr(c, key)}")
     if c.POINT_SAMPLES_MAX < c.POINT_SAMPLES_MIN:
