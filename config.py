@@ -39,7 +39,7 @@ TEAM_REWARD_WEIGHT = 0.5  # share of the team's total reward added to each agent
 # Learner: MADDPG + Transformer (算法设置)
 GAMMA = 0.95  # discount factor
 N_STEP = 1  # steps of reward summed before the critic bootstraps (n-step TD targets, within an episode); 1 = one-step
-CRITIC_TEAM_REWARD = False  # every critic learns the mean of all agents' rewards (one cooperative value) instead of its own agent's r_i: with r_i, a vehicle's critic values its own deliveries above the others' (TEAM_REWARD_WEIGHT < 1 on them), so leaving a point to a better-placed vehicle looks like a loss to it
+CRITIC_TEAM_REWARD = False  # every critic learns the mean of all agents' rewards (one cooperative value) instead of its own agent's r_i: with r_i, a vehicle's critic values its own deliveries above the others' (TEAM_REWARD_WEIGHT < 1 on them), so leaving a point to a better-placed vehicle looks like a loss to it. Measured: no gain yet (docs/training.md)
 TAU = 0.01  # Polyak coefficient for target networks
 BATCH_SIZE = 512  # transitions per gradient update
 CAPACITY = 100000  # replay buffer size in transitions (one transition = one step of one environment, all agents)
@@ -72,7 +72,7 @@ NOISE_STD_START = 1.0  # exploration noise std on actor logits at episode 0
 NOISE_STD_END = 0.05  # floor of the exploration noise
 NOISE_DECAY = 0.9991  # multiplier of the noise std per episode
 EXPLORE_EPSILON = 0.0  # while training, the probability that an agent which may go to a point instead takes an allowed action drawn uniformly (points claimed earlier in the step excluded): with the dispatch prior the logit noise hardly ever overturns greedy's choice, so the critic would never see an alternative; 0 = off
-EXPLORE_HOLD_PROB = 0.0  # while training, the probability per step that an idle vehicle which may go to a point is held at stay for 1..EXPLORE_HOLD_STEPS steps (drawn): a one-step stay under a greedy fleet only delays a departure, so without sustained waits in the replay the critic cannot learn what waiting is worth (use with N_STEP); 0 = off
+EXPLORE_HOLD_PROB = 0.0  # while training, the probability per step that an idle vehicle which may go to a point is held at stay for 1..EXPLORE_HOLD_STEPS steps (drawn): a one-step stay under a greedy fleet only delays a departure, so without sustained waits in the replay the critic cannot learn what waiting is worth (use with N_STEP); 0 = off. Measured: no gain yet (docs/training.md)
 EXPLORE_HOLD_STEPS = 12  # longest hold EXPLORE_HOLD_PROB draws, in steps
 COORDINATED_CHOICES = True  # vehicles choose in index order and are not offered a point another vehicle heads to or chose this step
 DISPATCH_PRIOR_LOGIT = 3.0  # logit bonus on the DISPATCH_PRIOR_POLICY dispatcher's choice, added to every actor's logits (acting, learning, eval and agent.act): the actor learns corrections to it instead of re-deriving it (residual policy learning); 0 = the actor alone. A checkpoint keeps the value it was trained with

@@ -111,7 +111,8 @@ class Config:
     CRITIC_TEAM_REWARD: bool = False
     """every critic learns the mean of all agents' rewards (one cooperative value) instead of its own agent's
     r_i: with r_i, a vehicle's critic values its own deliveries above the others' (TEAM_REWARD_WEIGHT < 1 on
-    them), so leaving a point to a better-placed vehicle looks like a loss to it"""
+    them), so leaving a point to a better-placed vehicle looks like a loss to it. Measured: no gain yet
+    (docs/training.md)"""
     TAU: float = 0.01
     """Polyak coefficient for target networks"""
     BATCH_SIZE: int = 512
@@ -182,7 +183,7 @@ class Config:
     """while training, the probability per step that an idle vehicle which may go to a point is held at stay
     for 1..EXPLORE_HOLD_STEPS steps (drawn): a one-step stay under a greedy fleet only delays a departure, so
     without sustained waits in the replay the critic cannot learn what waiting is worth (use with N_STEP);
-    0 = off"""
+    0 = off. Measured: no gain yet (docs/training.md)"""
     EXPLORE_HOLD_STEPS: int = 12
     """longest hold EXPLORE_HOLD_PROB draws, in steps"""
     COORDINATED_CHOICES: bool = True
