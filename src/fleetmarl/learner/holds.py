@@ -1,10 +1,11 @@
 """Held stays: exploration that keeps an idle vehicle waiting for several steps, not one.
 
-Why: the dispatcher that beats greedy (OR-Tools, +0.02 on-time) mostly *waits*: it keeps a vehicle at the
-base while a vehicle that is busy now will take the point greedy would send it to (300 of 414 such
-decisions on 8 episodes, ``benchmarks/greedy_headroom.py``). A one-step stay followed by greedy only
-delays the departure by a step, so a critic of a greedy-like fleet rates "stay" below "go" and no
-one-step improvement ever finds the wait. Holding the stay for a drawn number of steps (temporally
+Why: the dispatcher that beats greedy (OR-Tools, +0.02 on-time) mostly *waits*: where greedy would send
+an idle vehicle to a point, it keeps it back because a vehicle that is busy now will take that point
+(329 of 414 such decisions on 8 episodes, 300 of them at the base; ``benchmarks/greedy_headroom.py``).
+A one-step stay followed by greedy only delays the departure by a step (worth −0.12 ± 0.67 on-time
+samples from such a state, ``benchmarks/waiting_value.py``), so a critic of a greedy-like fleet has
+nothing to find one step at a time. Holding the stay for a drawn number of steps (temporally
 extended exploration, as "ez-greedy", Dabney et al. 2021) puts sustained waits in the replay, and n-step
 targets (``N_STEP``) carry what they were worth back to the decision that began them.
 
