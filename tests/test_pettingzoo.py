@@ -275,3 +275,21 @@ def test_flat_learner_respects_masks_and_bounds_and_learns_only_through_its_loss
     assert changed == {"actor", "critic", "actor_target", "critic_target"}
     state = agents[1].checkpoint_state()
     assert state["meta"]["environment"] == TOY and state["transformer"] == {}
+
+
+def test_flat_learner_team_critic_learns_the_agents_mean_reward() -> None:
+    from fleetmarl.envs.spaces import ObservationDims
+    from fleetmarl.learner.buffer import Batch
+    from fleetmarl.learner.flat_learner import FlatMADDPG, build_flat_agents
+
+    torch.manual_seed(0)
+    dims = ObservationDims(num_agents=3, num_points=0, state=4, point=0, other=0, other_rows=0, num_actions=5)
+    b = 16
+    obs = {"state": torch.randn(b, 3, 4), "action_mask": torch.ones(b, 3, 5, dtype=torch.bool)}
+    batch = Batch(obs=obs, actions=torch.randint(0, 5, (b, 3)), rewards=torch.randn(b, 3), next_obs=obs,
+                  dones=torch.zeros(b, 3), weights=torch.ones(b), indices=torch.arange(b))
+    for team in (False, True):
+        config = Config(ENVIRONMENT_TYPE=TOY, HIDDEN_DIM=16, GAMMA=0.0, CRITIC_TEAM_REWARD=team)
+        y = FlatMADDPG(build_flat_agents(config, dims, "discrete"), config).critic_loss(batch).y  # (A, B)
+        rewards = batch.rewards.transpose(0, 1)
+        assert torch.allclose(y, rewards.mean(0, keepdim=True).expand_as(rewards) if team else rewards)
