@@ -48,6 +48,8 @@ from machine_info import machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "greedy_headroom.json"
 KINDS = ("point", "stay", "home")
+BUSY_NOW = "a vehicle busy now"
+"""``planned_for``'s answer when OR-Tools gives the point to a vehicle that is busy now (waiting_value.py uses it)"""
 
 
 def variants(config: Config) -> dict[str, object]:
@@ -127,7 +129,7 @@ def planned_for(plan: list, slot: int, vehicle: int, state: np.ndarray) -> str:
         return "nobody (dropped)"
     if owners[0] == vehicle:
         return "this vehicle, later"
-    return "a vehicle busy now" if state[owners[0], STATE["idle"]] < 0.5 else "another idle vehicle"
+    return BUSY_NOW if state[owners[0], STATE["idle"]] < 0.5 else "another idle vehicle"
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ from fleetmarl.envs.batched_env import BatchedSamplingEnv
 from fleetmarl.envs.policies import BatchPolicy, reference_policy
 from fleetmarl.envs.spaces import STATE
 from fleetmarl.eval.evaluation import make_batched_env
+from greedy_headroom import BUSY_NOW, planned_for
 from machine_info import machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "waiting_value.json"
@@ -61,9 +62,7 @@ def held_back_for_a_busy_vehicle(obs: dict, planner, planned: np.ndarray, greedy
     for b, v in zip(*np.nonzero(state[..., STATE["idle"]] > 0.5), strict=True):
         if greedy[b, v] >= points or planned[b, v] != points or state[b, v, STATE["base_distance"]] > 0:
             continue
-        owners = [u for u, tokens in enumerate(planner.rows[b].plan)
-                  if any(kind == "pick" and key[0] == greedy[b, v] for kind, key in tokens)]
-        if owners and owners[0] != v and state[b, owners[0], STATE["idle"]] < 0.5:
+        if planned_for(planner.rows[b].plan, greedy[b, v], v, state[b]) == BUSY_NOW:
             found.append((int(b), int(v)))
     return found
 
