@@ -5,7 +5,7 @@ Issue 9 asks that seeds 42 and 2024 of the default run beat or match greedy too;
 the defaults with ``NUM_EPISODES`` cut to 400. The schedules depend on the episode, not on
 ``NUM_EPISODES``, so these are exactly the first 400 episodes of a full run with that seed (extend one
 with ``python main.py --resume latest --set NUM_EPISODES=3000`` and the same flags). Every checkpoint
-is then compared with ``fleetmarl compare CKPT greedy greedy_shift random --episodes 100 --seed 424242``,
+is then compared with ``fleetmarl compare CKPT greedy greedy_shift greedy_chain random --episodes 100 --seed 424242``,
 the same 100 episodes as the default run's table in docs/training.md.
 
     python benchmarks/default_seeds.py                           # seeds 42 and 2024, 400 episodes
@@ -25,11 +25,11 @@ import sys
 from pathlib import Path
 
 from fleetmarl.checkpoint.layout import checkpoint_folders
+from fleetmarl.envs.policies import DEFAULT_REFERENCES as REFERENCES
 from machine_info import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "default_seeds.json"
-REFERENCES = ("greedy", "greedy_shift", "random")
 COMPARE = ["--episodes", "100", "--seed", "424242", "--json", "--no-tensorboard"]
 
 

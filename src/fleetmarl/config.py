@@ -38,9 +38,9 @@ _MODULE_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
 LR_DECAY_TYPES = ("exponential", "step", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
-WARMUP_POLICIES = ("greedy", "greedy_shift", "ortools", "random")
-TEACHER_POLICIES = ("greedy", "greedy_shift", "ortools", "none")
-PURE_DISPATCHERS = ("greedy", "greedy_shift")
+WARMUP_POLICIES = ("greedy", "greedy_shift", "greedy_chain", "ortools", "random")
+TEACHER_POLICIES = ("greedy", "greedy_shift", "greedy_chain", "ortools", "none")
+PURE_DISPATCHERS = ("greedy", "greedy_shift", "greedy_chain")
 """Dispatchers whose choice is a function of one observation (no plan, no random draws), so they can be asked
 again about a replayed one and be a policy's prior."""
 
@@ -192,14 +192,15 @@ class Config:
     """logit bonus on the DISPATCH_PRIOR_POLICY dispatcher's choice, added to every actor's logits (acting,
     learning, eval and agent.act): the actor learns corrections to it instead of re-deriving it (residual
     policy learning); 0 = the actor alone. A checkpoint keeps the value it was trained with"""
-    DISPATCH_PRIOR_POLICY: str = "greedy_shift"
-    """whose choice gets the DISPATCH_PRIOR_LOGIT bonus: 'greedy', or 'greedy_shift' (greedy that also brings
-    cargo home before the shift ends). A checkpoint keeps the one it was trained with"""
-    WARMUP_POLICY: str = "greedy_shift"
-    """who acts until WARMUP_TRANSITIONS are stored: 'greedy', 'greedy_shift' or 'ortools' (reference dispatchers,
-    whose choices the actor then imitates in pre-training) or 'random'"""
-    TEACHER_POLICY: str = "greedy_shift"
-    """reference dispatcher, 'greedy', 'greedy_shift' or 'ortools', asked on every step; the actor imitates its
+    DISPATCH_PRIOR_POLICY: str = "greedy_chain"
+    """whose choice gets the DISPATCH_PRIOR_LOGIT bonus: 'greedy', 'greedy_shift' (greedy that also brings cargo
+    home before the shift ends) or 'greedy_chain' (greedy_shift that also leaves a point to a busy vehicle
+    reaching it sooner). A checkpoint keeps the one it was trained with"""
+    WARMUP_POLICY: str = "greedy_chain"
+    """who acts until WARMUP_TRANSITIONS are stored: 'greedy', 'greedy_shift', 'greedy_chain' or 'ortools'
+    (reference dispatchers, whose choices the actor then imitates in pre-training) or 'random'"""
+    TEACHER_POLICY: str = "greedy_chain"
+    """reference dispatcher, 'greedy', 'greedy_shift', 'greedy_chain' or 'ortools', asked on every step; the actor imitates its
     recorded choice where the critic rates it higher than the actor's own (Q-filtered behaviour cloning);
     'none' turns it off"""
     BC_WEIGHT: float = 1.0

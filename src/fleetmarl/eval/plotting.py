@@ -365,7 +365,8 @@ def reference_levels(runs: list[EvalRun], names: list[str], metric: str = ON_TIM
     return levels
 
 
-REFERENCE_COLOURS = {"greedy": "tab:red", "greedy_shift": "tab:orange", "random": "tab:grey", "ortools": "tab:purple"}
+REFERENCE_COLOURS = {"greedy": "tab:red", "greedy_shift": "tab:orange", "greedy_chain": "tab:brown", "random": "tab:grey",
+                     "ortools": "tab:purple"}
 
 
 def plot_learning_curves(curves: LearningCurves, output: str | Path, *, band: str = "minmax",

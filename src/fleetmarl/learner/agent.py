@@ -303,7 +303,7 @@ class MADDPGAgent(nn.Module):
             mask = None if mask is None else mask.unsqueeze(0)
         out = self.actor(*(x.unsqueeze(0) for x in inputs))[0]  # agent dim of 1 in and out
         if self.team.dispatch_prior_logit:  # greedy for this vehicle alone: it cannot see the others' choices
-            one = {"state": inputs[0][:, None], "point_features": inputs[1][:, None]}
+            one = {"state": inputs[0][:, None], "point_features": inputs[1][:, None], "other_obs": inputs[2][:, None]}
             if mask is not None:
                 one["action_mask"] = mask[:, None]
             out = out + prior_logits(one, self.team.dispatch_prior_logit, out.shape[-1], self.device, together=False,

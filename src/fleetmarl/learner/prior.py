@@ -8,7 +8,8 @@ only gets to ~92% agreement; its disagreements cost about a point of on-time rat
 With the bonus the untrained fleet *is* the dispatcher, and every departure from it is one the actor
 learned to want, by a logit margin larger than the bonus.
 
-The dispatcher is greedy or ``greedy_shift`` (greedy that also brings cargo home before the shift ends),
+The dispatcher is greedy, ``greedy_shift`` (greedy that also brings cargo home before the shift ends) or
+``greedy_chain`` (greedy_shift that also leaves a point to a busy vehicle reaching it sooner),
 ``DISPATCH_PRIOR_POLICY``: any dispatcher whose choice is a function of the observation alone. The bonus
 and its dispatcher are part of the trained policy (saved as ``dispatch_prior_logit`` and
 ``dispatch_prior_policy`` in each ``agent_i.pth``'s ``meta``), so acting in training, the update's actor
@@ -27,8 +28,8 @@ import torch.nn.functional as F
 from fleetmarl.envs.policies import BatchPolicy, greedy_policy
 from fleetmarl.envs.spaces import POINT
 
-DISPATCHER_INPUT_KEYS = ("state", "point_features")
-"""What the pure dispatchers (greedy, greedy_shift) read besides the point part of the action mask, which
+DISPATCHER_INPUT_KEYS = ("state", "point_features", "other_obs")
+"""What the pure dispatchers (greedy, greedy_shift, greedy_chain) read besides the point part of the action mask, which
 the ``feasible`` column repeats."""
 
 
