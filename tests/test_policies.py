@@ -1,5 +1,5 @@
-"""Reference policies: they only pick allowed actions, greedy clearly beats random, and greedy_shift is greedy
-plus one rule."""
+"""Reference policies: they only pick allowed actions, greedy clearly beats random, greedy_shift is greedy
+plus one rule and greedy_chain is greedy_shift plus one more."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from fleetmarl.config import Config
 from fleetmarl.envs import BatchedSamplingEnv
-from fleetmarl.envs.policies import greedy_policy, random_policy, reference_policy
-from fleetmarl.envs.spaces import STATE
+from fleetmarl.envs.policies import busy_vehicle_sooner, greedy_policy, random_policy, reference_policy
+from fleetmarl.envs.spaces import OTHER, OTHER_DIM, POINT, POINT_DIM, STATE, STATE_DIM
 from fleetmarl.eval.evaluation import evaluate_reference
 
 CONFIG = Config(NUM_AGENTS=3, NUM_POINTS=10, INITIAL_POINTS=5, MAX_NUM_STEPS=60, MAP_SIZE=3000.0)
@@ -38,7 +38,8 @@ def test_random_policy_is_uniform_over_the_mask() -> None:
 @pytest.mark.parametrize("env_type", ["full", "simplified"])
 def test_policies_never_choose_masked_actions(env_type: str) -> None:
     config = CONFIG.replace(ENVIRONMENT_TYPE=env_type)
-    for policy in (greedy_policy, reference_policy("random", seed=1), reference_policy("greedy_shift", 0, config)):
+    for policy in (greedy_policy, reference_policy("random", seed=1), reference_policy("greedy_shift", 0, config),
+                   reference_policy("greedy_chain", 0, config)):
         env = BatchedSamplingEnv(config, num_envs=4)
         obs = env.reset(seed=0)
         for _ in range(config.MAX_NUM_STEPS):
@@ -95,3 +96,55 @@ def test_greedy_shift_is_greedy_except_that_loaded_idle_vehicles_head_home_as_th
 def test_greedy_shift_needs_the_config() -> None:
     with pytest.raises(ValueError, match="config"):
         reference_policy("greedy_shift")
+
+
+def two_vehicles(other_activity: str, deadline_s: float) -> dict[str, np.ndarray]:
+    """One idle vehicle at the base and one point 2500 m east; the other vehicle is 2000 m east, doing
+    ``other_activity`` with its trip ending 2250 m east (250 m short of the point). Both at top speed."""
+    config = Config()
+    size = config.MAP_SIZE
+    state = np.zeros((1, 2, STATE_DIM))
+    state[..., STATE["speed"]] = 1.0
+    state[0, 0, STATE["idle"]] = 1.0
+    features = np.zeros((1, 2, 1, POINT_DIM))
+    features[0, 0, 0, [POINT["dx"], POINT["distance"]]] = 2500 / size, 2500 / (size * np.sqrt(2.0))
+    features[..., POINT["deadline_left"]] = deadline_s / max(config.PRIORITY_DEADLINES)
+    features[..., POINT["active"]] = 1.0
+    others = np.zeros((1, 2, 1, OTHER_DIM))
+    others[0, 0, 0, [OTHER["dx"], OTHER["target_dx"], OTHER["speed"], OTHER[other_activity]]] = (
+        2000 / size, 2250 / size, 1.0, 1.0)
+    return {"state": state, "point_features": features, "other_obs": others}
+
+
+@pytest.mark.parametrize(("activity", "deadline_s", "sooner"), [
+    ("to_point", 1800.0, True),     # it is there after 250 + 250 m, long before the idle one's 2500 m
+    ("to_base", 1800.0, True),      # any trip: what counts is where it ends
+    ("charging", 1800.0, False),    # its end is unknown: never counted on
+    ("idle", 1800.0, False),        # an idle vehicle decides for itself (greedy's claims)
+    ("to_point", 1.0, False),       # it would arrive after the deadline
+])
+def test_a_point_is_left_to_a_busy_vehicle_only_when_it_gets_there_sooner_and_in_time(
+        activity: str, deadline_s: float, sooner: bool) -> None:
+    assert busy_vehicle_sooner(two_vehicles(activity, deadline_s), Config())[0, 0, 0] == sooner
+
+
+def test_greedy_chain_is_greedy_shift_except_that_it_leaves_points_to_busy_vehicles_that_get_there_sooner() -> None:
+    config = CONFIG.replace(MAX_NUM_STEPS=120)
+    env = BatchedSamplingEnv(config, num_envs=8)
+    obs = env.reset(seed=3)
+    chain, shift = reference_policy("greedy_chain", 0, config), reference_policy("greedy_shift", 0, config)
+    left = 0
+    for _ in range(config.MAX_NUM_STEPS):
+        actions, before, claims = chain(obs), shift(obs), greedy_policy(obs)
+        sooner = busy_vehicle_sooner(obs, config)
+        sent = actions < config.NUM_POINTS
+        assert not np.take_along_axis(sooner, np.where(sent, actions, 0)[..., None], axis=-1)[..., 0][sent].any()
+        for row in np.flatnonzero((actions != before).any(axis=1)):
+            first = int(np.flatnonzero(actions[row] != before[row])[0])  # later vehicles see other claims
+            left_to_busy = before[row, first] < config.NUM_POINTS and sooner[row, first, before[row, first]]
+            # or greedy_shift's earlier vehicle claimed the point, then its shift-end rule sent it home instead
+            claimed_then_home = (claims[row, :first] == actions[row, first]).any()
+            assert left_to_busy or claimed_then_home
+            left += left_to_busy
+        obs, *_ = env.step(actions)
+    assert left > 0

@@ -12,7 +12,7 @@ import torch
 
 from fleetmarl.config import Config
 from fleetmarl.envs import make_batched_env
-from fleetmarl.envs.policies import greedy_policy, shift_end_policy
+from fleetmarl.envs.policies import greedy_policy, reference_policy
 from fleetmarl.errors import CheckpointError
 from fleetmarl.learner import MADDPG, build_agents
 from fleetmarl.learner.prior import dispatcher_choices
@@ -78,10 +78,11 @@ def test_prior_is_saved_with_the_agents_and_absent_means_none() -> None:
     assert plain[0].team.dispatch_prior_logit == 0.0
 
 
-def test_greedy_shift_prior_acts_as_greedy_shift_in_the_team_and_in_agent_act() -> None:
-    config = Config(**{**SMALL, "DISPATCH_PRIOR_POLICY": "greedy_shift"}, DISPATCH_PRIOR_LOGIT=1e4)
+@pytest.mark.parametrize("name", ["greedy_shift", "greedy_chain"])
+def test_a_dispatcher_prior_acts_as_its_dispatcher_in_the_team_and_in_agent_act(name: str) -> None:
+    config = Config(**{**SMALL, "DISPATCH_PRIOR_POLICY": name}, DISPATCH_PRIOR_LOGIT=1e4)
     agents = build_agents(config)
-    algo, dispatcher = MADDPG(agents, config), shift_end_policy(config)
+    algo, dispatcher = MADDPG(agents, config), reference_policy(name, 0, config)
     seen = observations(config, steps=config.MAX_NUM_STEPS)
     assert any((dispatcher(o) != greedy_policy(o)).any() for o in seen)  # the rule applied somewhere
     for obs in seen:

@@ -114,7 +114,7 @@ def busy_vehicle_sooner(obs: dict[str, np.ndarray], config: Config) -> np.ndarra
     own = features[..., POINT["distance"]] * size * np.sqrt(2.0) / (state[..., STATE["speed"]][..., None] * fastest)
     position = others[..., [OTHER["dx"], OTHER["dy"]]] * size                  # (B, A, K, 2), relative to the vehicle
     trip_end = others[..., [OTHER["target_dx"], OTHER["target_dy"]]] * size
-    speed = others[..., OTHER["speed"]] * fastest
+    speed = np.maximum(others[..., OTHER["speed"]], 1e-6) * fastest  # a row of zeros (no vehicle) stays finite
     busy = (others[..., OTHER["to_point"]] > 0.5) | (others[..., OTHER["to_base"]] > 0.5)
     points = features[..., [POINT["dx"], POINT["dy"]]] * size                 # (B, A, P, 2)
     onward = np.linalg.norm(points[:, :, None] - trip_end[:, :, :, None], axis=-1)  # (B, A, K, P)
