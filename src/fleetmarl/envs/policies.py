@@ -88,7 +88,7 @@ def shift_end_policy(config: Config, margin_s: float = SHIFT_END_MARGIN_S) -> Ba
     return lambda obs: home(obs, greedy_policy(obs))
 
 
-def chain_policy(config: Config) -> BatchPolicy:
+def chain_policy(config: Config, margin_s: float | None = None) -> BatchPolicy:
     """greedy_shift, except that an idle vehicle leaves a point to a vehicle busy now that will reach it
     sooner, from where its current trip ends ("greedy_chain"; :func:`busy_vehicle_sooner`).
 
@@ -98,16 +98,20 @@ def chain_policy(config: Config) -> BatchPolicy:
     the idle vehicle back in most of the decisions where it differs from greedy (329 of 414 in
     ``benchmarks/greedy_headroom.py``): leaving the point to the busy vehicle is most of its margin. This
     rule takes that part of the plan with one comparison of arrival times; it is about +0.008 on-time over
-    greedy_shift on the default fleet (docs/training.md, "A dispatcher that chains jobs").
+    greedy_shift on the default fleet (docs/training.md, "A dispatcher that chains jobs"). ``margin_s`` is
+    how much sooner the busy vehicle must be (default one step), a parameter for
+    ``benchmarks/dispatchers.py``.
     """
     home = _home_before_shift_end(config, SHIFT_END_MARGIN_S)
-    return lambda obs: home(obs, greedy_policy(obs, leave=busy_vehicle_sooner(obs, config)))
+    return lambda obs: home(obs, greedy_policy(obs, leave=busy_vehicle_sooner(obs, config, margin_s)))
 
 
-def busy_vehicle_sooner(obs: dict[str, np.ndarray], config: Config) -> np.ndarray:
+def busy_vehicle_sooner(obs: dict[str, np.ndarray], config: Config, margin_s: float | None = None) -> np.ndarray:
     """(B, A, P) bool: True where some other vehicle, driving to a point or to the base now, would reach point
-    p straight from the end of that trip at least one step (``STEP_SECONDS``) before this vehicle, and within
-    p's deadline. Charging vehicles are left out (the observation does not say when they will be done)."""
+    p straight from the end of that trip at least ``margin_s`` (default one step, ``STEP_SECONDS``) before
+    this vehicle, and within p's deadline. Charging vehicles are left out (the observation does not say when
+    they will be done)."""
+    margin_s = config.STEP_SECONDS if margin_s is None else margin_s
     fastest = max(config.fleet()["speeds"])
     size = config.MAP_SIZE
     state, features, others = obs["state"], obs["point_features"], obs["other_obs"]
@@ -121,7 +125,7 @@ def busy_vehicle_sooner(obs: dict[str, np.ndarray], config: Config) -> np.ndarra
     theirs = (np.linalg.norm(trip_end - position, axis=-1)[..., None] + onward) / speed[..., None]
     deadline = features[..., POINT["deadline_left"]] * max(config.PRIORITY_DEADLINES)
     sooner = (busy[..., None] & (theirs < deadline[:, :, None])
-              & (theirs + config.STEP_SECONDS <= own[:, :, None]))
+              & (theirs + margin_s <= own[:, :, None]))
     return sooner.any(axis=2)
 
 
