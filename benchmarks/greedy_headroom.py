@@ -12,9 +12,12 @@ improvement the learner would have to find:
 - *best pairs first*: the vehicles greedy sends to a point this step are matched to points by the
   highest score over all (vehicle, point) pairs instead of in index order, with greedy_shift's rule (is
   the order in which greedy hands out points what it loses?);
+- *chain* (``greedy_chain``): greedy_shift, and an idle vehicle leaves a point to a vehicle busy now
+  that reaches it a step sooner from the end of its trip;
 - the OR-Tools re-planning dispatcher (needs the ``ortools`` extra; skipped without it), and on its own
   states, how often greedy would make the same choice for an idle vehicle, by kind of action, and where
-  OR-Tools keeps a vehicle back from the point greedy would send it to, whom its plan gives that point.
+  OR-Tools keeps a vehicle back from the point greedy would send it to, whom its plan gives that point
+  and whether greedy_chain keeps the vehicle back too.
 
     python benchmarks/greedy_headroom.py [--episodes 100 --seed 424242]
 
@@ -37,6 +40,7 @@ from fleetmarl.envs.policies import (
     RETURN_CARGO_SLACK,
     RETURN_LOAD,
     BatchPolicy,
+    chain_policy,
     greedy_policy,
     point_scores,
     reference_policy,
@@ -60,6 +64,7 @@ def variants(config: Config) -> dict[str, object]:
         out[f"go-home thresholds slack {slack}, load {load}"] = functools.partial(
             greedy_policy, return_slack=slack, return_load=load)
     out["greedy_shift, best pairs first"] = best_pairs_first(shift_end_policy(config))
+    out["greedy_chain (leave it to a busy vehicle)"] = chain_policy(config)
     if importlib.util.find_spec("ortools") is not None:
         out["OR-Tools re-planning dispatcher"] = reference_policy("ortools", 0, config)
     return out
@@ -105,10 +110,10 @@ def agreement_on_ortools_states(config: Config, episodes: int, seed: int) -> tup
     held_back: Counter = Counter()
     env = make_batched_env(config, num_envs=episodes)
     obs = env.reset(seed=seed)
-    planner = reference_policy("ortools", 0, config)
+    planner, chain = reference_policy("ortools", 0, config), chain_policy(config)
     points = config.NUM_POINTS
     for _ in range(config.MAX_NUM_STEPS):
-        planned, greedy = planner(obs), greedy_policy(obs)
+        planned, greedy, chained = planner(obs), greedy_policy(obs), chain(obs)
         idle = obs["state"][..., STATE["idle"]] > 0.5
         for b, v in zip(*np.nonzero(idle), strict=True):
             p, g = planned[b, v], greedy[b, v]
@@ -117,7 +122,9 @@ def agreement_on_ortools_states(config: Config, episodes: int, seed: int) -> tup
                 key += " (same point)" if p == g else " (another point)"
             counts[key] += 1
             if g < points <= p:
-                held_back[f"{kind(p, points)}: {planned_for(planner.rows[b].plan, g, v, obs['state'][b])}"] += 1
+                owner = planned_for(planner.rows[b].plan, g, v, obs['state'][b])
+                held_back[f"{kind(p, points)}: {owner}"] += 1
+                held_back[f"{owner}: greedy_chain does not send it there either"] += int(chained[b, v] != g)
         obs, *_ = env.step(planned)
     return dict(sorted(counts.items())), dict(sorted(held_back.items()))
 
