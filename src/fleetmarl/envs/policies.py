@@ -97,8 +97,8 @@ def chain_policy(config: Config, margin_s: float | None = None) -> BatchPolicy:
     nothing near. The OR-Tools planner, which routes busy vehicles from where they will next be free, keeps
     the idle vehicle back in most of the decisions where it differs from greedy (329 of 414 in
     ``benchmarks/greedy_headroom.py``): leaving the point to the busy vehicle is most of its margin. This
-    rule takes that part of the plan with one comparison of arrival times; it is about +0.008 on-time over
-    greedy_shift on the default fleet (docs/training.md, "A dispatcher that chains jobs"). ``margin_s`` is
+    rule takes that part of the plan with one comparison of arrival times; it is +0.008 to +0.012 on-time
+    over greedy_shift on the default fleet (docs/training.md, "A dispatcher that chains jobs"). ``margin_s`` is
     how much sooner the busy vehicle must be (default one step), a parameter for
     ``benchmarks/dispatchers.py``.
     """
