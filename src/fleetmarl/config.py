@@ -211,9 +211,11 @@ class Config:
     ACTOR_Q_NORMALIZE: bool = False
     """divide the actor's -Q term by the batch's mean |Q| (as TD3+BC does), so the critic's pull and the
     imitation have the same scale whatever the size of the rewards"""
-    BC_Q_MARGIN: float = 0.0
+    BC_Q_MARGIN: float = 1.0
     """the Q-filter keeps imitating the teacher unless the critic rates the actor's own choice higher by more
-    than this (in reward units): deviations must be confident, not critic noise; 0 = any higher rating"""
+    than this (in reward units; the critic's mean |TD error| is ~1.3): deviations must be confident, not
+    critic noise; 0 = any higher rating. With 0 the fleet gave back part of greedy_chain's waits, which a
+    one-step critic cannot value (docs/training.md)"""
     BC_ALTERNATIVES: bool = False
     """the imitation also asks the critic about staying and returning to the base, for vehicles that may choose
     a point: where it rates one of them above the teacher's choice by more than BC_ALTERNATIVE_MARGIN, the
