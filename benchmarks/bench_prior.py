@@ -1,8 +1,8 @@
-"""What the dispatch prior costs an update: DISPATCH_PRIOR_LOGIT 0 vs the default, side by side.
+"""What the dispatch prior costs an update: none, greedy_shift's and greedy_chain's (the default), side by side.
 
-Both learners update on the same batches, sampled from a buffer the greedy dispatcher filled on the
+The learners update on the same batches, sampled from a buffer the greedy dispatcher filled on the
 default `full` fleet (what warm-up stores), alternating, CPU time of this process (one torch thread:
-a busy machine disturbs it least). The prior runs the greedy dispatcher in NumPy on the batch's
+a busy machine disturbs it least). The prior runs its dispatcher in NumPy on the batch's
 observations (actor steps) and next observations (every update).
 
     python benchmarks/bench_prior.py --repeats 6
@@ -26,6 +26,7 @@ from fleetmarl.envs.policies import greedy_policy
 from fleetmarl.envs.spaces import observation_dims
 from fleetmarl.learner import MADDPG, build_agents
 from fleetmarl.learner.buffer import ReplayBuffer
+from machine_info import machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "prior_cost.json"
 
@@ -51,25 +52,28 @@ def main() -> None:
     default = Config()
     buffer = greedy_buffer(default)
     batches = [buffer.sample(default.BATCH_SIZE) for _ in range(args.batches)]
+    variants = {"none": dict(DISPATCH_PRIOR_LOGIT=0.0), "greedy_shift": dict(DISPATCH_PRIOR_POLICY="greedy_shift"),
+                "greedy_chain": dict(DISPATCH_PRIOR_POLICY="greedy_chain")}
     learners = {}
-    for weight in (0.0, default.DISPATCH_PRIOR_LOGIT):
+    for name, overrides in variants.items():
         torch.manual_seed(0)
-        config = Config(DISPATCH_PRIOR_LOGIT=weight)
-        learners[weight] = MADDPG(build_agents(config), config, imitation=True)
-    times: dict[float, list[float]] = {weight: [] for weight in learners}
+        config = default.replace(**overrides)
+        learners[name] = MADDPG(build_agents(config), config, imitation=True)
+    times: dict[str, list[float]] = {name: [] for name in learners}
     for _ in range(args.repeats):
-        for weight, learner in learners.items():
+        for name, learner in learners.items():
             start = time.process_time()
             for batch in batches:
                 learner.update(batch)
-            times[weight].append((time.process_time() - start) / len(batches) * 1e3)
-    print("DISPATCH_PRIOR_LOGIT  median ms CPU / update  min")
+            times[name].append((time.process_time() - start) / len(batches) * 1e3)
+    print("prior          median ms CPU / update  min")
     rows = []
-    for weight, values in times.items():
-        rows.append({"dispatch_prior_logit": weight, "median_ms": statistics.median(values), "min_ms": min(values)})
-        print(f"{weight:>20}  {statistics.median(values):>22.1f}  {min(values):.1f}")
+    for name, values in times.items():
+        rows.append({"prior": name, "median_ms": statistics.median(values), "min_ms": min(values)})
+        print(f"{name:14s} {statistics.median(values):>22.1f}  {min(values):.1f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"rows": rows, "repeats": args.repeats, "batch_size": default.BATCH_SIZE}, indent=2))
+    RESULTS.write_text(json.dumps({"machine": machine(), "rows": rows, "repeats": args.repeats,
+                                   "batch_size": default.BATCH_SIZE}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -109,24 +109,30 @@ def chain_policy(config: Config, margin_s: float | None = None) -> BatchPolicy:
 def busy_vehicle_sooner(obs: dict[str, np.ndarray], config: Config, margin_s: float | None = None) -> np.ndarray:
     """(B, A, P) bool: True where some other vehicle, driving to a point or to the base now, would reach point
     p straight from the end of that trip at least ``margin_s`` (default one step, ``STEP_SECONDS``) before
-    this vehicle, and within p's deadline. Charging vehicles are left out (the observation does not say when
-    they will be done)."""
+    this vehicle, and within p's deadline. Only idle vehicles choose, so only their rows are computed (the
+    rest are False): this runs on every update's batch when greedy_chain is the prior. Charging vehicles are
+    left out (the observation does not say when they will be done)."""
     margin_s = config.STEP_SECONDS if margin_s is None else margin_s
+    state, features, others = obs["state"], obs["point_features"], obs["other_obs"]
+    idle = state[..., STATE["idle"]] > 0.5
+    out = np.zeros(features.shape[:3], dtype=bool)
+    if not idle.any():
+        return out
+    state, features, others = state[idle], features[idle], others[idle]  # (N, S), (N, P, F), (N, K, O)
     fastest = max(config.fleet()["speeds"])
     size = config.MAP_SIZE
-    state, features, others = obs["state"], obs["point_features"], obs["other_obs"]
-    own = features[..., POINT["distance"]] * size * np.sqrt(2.0) / (state[..., STATE["speed"]][..., None] * fastest)
-    position = others[..., [OTHER["dx"], OTHER["dy"]]] * size                  # (B, A, K, 2), relative to the vehicle
+    own = features[..., POINT["distance"]] * size * np.sqrt(2.0) / (state[:, STATE["speed"], None] * fastest)
+    position = others[..., [OTHER["dx"], OTHER["dy"]]] * size                  # (N, K, 2), relative to the vehicle
     trip_end = others[..., [OTHER["target_dx"], OTHER["target_dy"]]] * size
     speed = np.maximum(others[..., OTHER["speed"]], 1e-6) * fastest  # a row of zeros (no vehicle) stays finite
     busy = (others[..., OTHER["to_point"]] > 0.5) | (others[..., OTHER["to_base"]] > 0.5)
-    points = features[..., [POINT["dx"], POINT["dy"]]] * size                 # (B, A, P, 2)
-    onward = np.linalg.norm(points[:, :, None] - trip_end[:, :, :, None], axis=-1)  # (B, A, K, P)
+    points = features[..., [POINT["dx"], POINT["dy"]]] * size                 # (N, P, 2)
+    onward = np.linalg.norm(points[:, None] - trip_end[:, :, None], axis=-1)  # (N, K, P)
     theirs = (np.linalg.norm(trip_end - position, axis=-1)[..., None] + onward) / speed[..., None]
     deadline = features[..., POINT["deadline_left"]] * max(config.PRIORITY_DEADLINES)
-    sooner = (busy[..., None] & (theirs < deadline[:, :, None])
-              & (theirs + margin_s <= own[:, :, None]))
-    return sooner.any(axis=2)
+    sooner = busy[..., None] & (theirs < deadline[:, None]) & (theirs + margin_s <= own[:, None])
+    out[idle] = sooner.any(axis=1)
+    return out
 
 
 def _home_before_shift_end(config: Config, margin_s: float) -> Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]:
