@@ -20,15 +20,13 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the learning test's fleet, whatever the caller's path
 from tests.test_learning import SMALL_FLEET  # noqa: E402
 
 from fleetmarl.config import Config  # noqa: E402
 from fleetmarl.envs.policies import BatchPolicy, chain_policy, greedy_policy, shift_end_policy  # noqa: E402
 from fleetmarl.eval.evaluation import run_episodes  # noqa: E402
-from learning import PRESETS  # noqa: E402
+from learning import PRESETS, paired  # noqa: E402
 from machine_info import machine  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dispatchers.json"
@@ -43,12 +41,6 @@ def dispatchers(name: str, config: Config) -> dict[str, BatchPolicy]:
     if name == "default":
         out.update({f"greedy_chain, margin {m:+.0f} s": chain_policy(config, m) for m in MARGINS_S})
     return out
-
-
-def paired(result: np.ndarray, baseline: np.ndarray) -> tuple[float, float]:
-    """Mean of result - baseline and its 95% half-width (normal approximation over episodes)."""
-    d = result - baseline
-    return float(d.mean()), float(1.96 * d.std(ddof=1) / np.sqrt(len(d)))
 
 
 def main() -> None:
