@@ -48,6 +48,7 @@ from fleetmarl.envs.policies import (
 )
 from fleetmarl.envs.spaces import STATE
 from fleetmarl.eval.evaluation import make_batched_env, run_episodes
+from learning import paired
 from machine_info import machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "greedy_headroom.json"
@@ -91,11 +92,6 @@ def best_pairs_first(dispatcher: BatchPolicy) -> BatchPolicy:
         return actions
 
     return policy
-
-
-def paired_gap(result: np.ndarray, baseline: np.ndarray) -> tuple[float, float]:
-    d = result - baseline
-    return float(d.mean()), float(1.96 * d.std(ddof=1) / np.sqrt(len(d)))
 
 
 def kind(action: int, points: int) -> str:
@@ -150,7 +146,7 @@ def main() -> None:
     rows = [{"policy": "greedy", "on_time_rate": float(greedy.mean()), "gap": 0.0, "half_width": 0.0}]
     for name, policy in variants(config).items():
         on_time = run_episodes(config, policy, args.episodes, args.seed)["on_time_rate"]
-        gap, half = paired_gap(on_time, greedy)
+        gap, half = paired(on_time, greedy)
         rows.append({"policy": name, "on_time_rate": float(on_time.mean()), "gap": gap, "half_width": half})
         print(f"{name:48s} {on_time.mean():.3f}  gap {gap:+.3f} ± {half:.3f}", flush=True)
     agreement, held_back = (agreement_on_ortools_states(config, args.agreement_episodes, args.seed)
