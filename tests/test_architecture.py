@@ -1,4 +1,5 @@
-"""The layout's promise: no import cycles between fleetmarl's modules, and storage never parses argv."""
+"""The layout's promise: no import cycles between fleetmarl's modules (not even through type-only
+imports), and storage never parses argv."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _runtime_imports(tree: ast.AST) -> list[ast.AST]:
-    """Import statements that run (anywhere, functions included), but not ``if TYPE_CHECKING:`` ones."""
+def _imports(tree: ast.AST, *, type_only: bool = False) -> list[ast.AST]:
+    """Import statements that run (anywhere, functions included), and with ``type_only`` also the
+    ``if TYPE_CHECKING:`` ones."""
     found: list[ast.AST] = []
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+        if (not type_only and isinstance(node, ast.If) and isinstance(node.test, ast.Name)
+                and node.test.id == "TYPE_CHECKING"):
             for child in node.orelse:
                 visit(child)
             return
@@ -32,13 +35,14 @@ def _runtime_imports(tree: ast.AST) -> list[ast.AST]:
     return found
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(*, type_only: bool = False) -> dict[str, set[str]]:
+    """Module -> the fleetmarl modules it imports (with ``type_only``, for annotations too)."""
     paths = {_module_name(p): p for p in (SRC / "fleetmarl").rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in paths.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         deps: set[str] = set()
-        for node in _runtime_imports(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in _imports(ast.parse(path.read_text(encoding="utf-8")), type_only=type_only):
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             else:
@@ -52,11 +56,35 @@ def import_graph() -> dict[str, set[str]]:
     return graph
 
 
-def test_no_import_cycles() -> None:
+def _assert_acyclic(graph: dict[str, set[str]], what: str) -> None:
     try:
-        list(graphlib.TopologicalSorter(import_graph()).static_order())
+        list(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as exc:
-        raise AssertionError(f"import cycle: {' -> '.join(exc.args[1])}") from None
+        raise AssertionError(f"{what}: {' -> '.join(exc.args[1])}") from None
+
+
+def test_no_import_cycles() -> None:
+    _assert_acyclic(import_graph(), "import cycle")
+
+
+def test_no_import_cycles_through_type_only_imports() -> None:
+    """An ``if TYPE_CHECKING:`` import that closes a circle still ties two modules into one idea (as
+    envs/observation.py and envs/fleet_core.py were): name what both need in a module of its own."""
+    _assert_acyclic(import_graph(type_only=True), "import cycle (counting TYPE_CHECKING imports)")
+
+
+def test_the_fleet_core_is_the_state_observations_are_built_from() -> None:
+    """observation.py is typed against the FleetState protocol, not FleetCore: FleetCore must keep
+    every attribute the protocol names."""
+    from fleetmarl.config import Config
+    from fleetmarl.envs.fleet_core import FleetCore
+    from fleetmarl.envs.fleet_state import FleetState
+
+    core = FleetCore(Config(), 1)
+    names = [name for name in vars(FleetState) if not name.startswith("_")]
+    names += list(FleetState.__annotations__)
+    missing = sorted(name for name in set(names) if not hasattr(core, name))
+    assert not missing, f"FleetCore lacks what FleetState promises: {missing}"
 
 
 def test_storage_learner_and_env_do_not_parse_the_command_line() -> None:

@@ -129,7 +129,7 @@ def test_fleet_layout_returns_the_environments_observations(prioritized: bool) -
     assert buffer.final_total == 20  # one final frame per env per episode end (40 steps, episodes of 7)
     batch = buffer.sample(64)
     for row, slot in enumerate(batch.indices.tolist()):
-        step, j = divmod(int(buffer._global(np.array([slot]))[0]), 4)
+        step, j = divmod(int(buffer.global_index(np.array([slot]))[0]), 4)
         obs, actions, rewards, nxt, _, taught = log[step]
         for source, got in ((obs, batch.obs), (nxt, batch.next_obs)):
             assert torch.equal(got["state"][row], torch.from_numpy(source["state"][j]))

@@ -40,7 +40,10 @@ _COUNTERS = (
 
 
 class FleetCore:
-    """State and physics of B environment copies (design §2); see the module docstring for the arrays."""
+    """State and physics of B environment copies (design §2); see the module docstring for the arrays.
+
+    Observations are built from it as a :class:`~fleetmarl.envs.fleet_state.FleetState` (what they may read).
+    """
 
     def __init__(self, config: Config, num_envs: int):
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:

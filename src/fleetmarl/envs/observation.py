@@ -1,4 +1,5 @@
-"""Batched observations and action masks, computed from a :class:`~fleetmarl.envs.fleet_core.FleetCore`.
+"""Batched observations and action masks, computed from the fleet's state (a
+:class:`~fleetmarl.envs.fleet_state.FleetState`: the :class:`~fleetmarl.envs.fleet_core.FleetCore`).
 
 Kept apart from the physics so the feature set (what a network sees) can change without touching how
 the world moves. Column order follows ``*_COLUMNS`` in :mod:`fleetmarl.envs.spaces`; every float column
@@ -8,21 +9,17 @@ network reads them, and is clipped there as a last guard.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
+from fleetmarl.envs.fleet_state import FleetState
 from fleetmarl.envs.geometry import planar_distance
 from fleetmarl.envs.spaces import POINT_DIM
 from fleetmarl.envs.state_codes import ACTIVE, IDLE, MISSED, SERVED
 
-if TYPE_CHECKING:
-    from fleetmarl.envs.fleet_core import FleetCore
-
 ENERGY_SLACK = 1e-9  # float rounding must not mask a trip that uses exactly the energy left
 
 
-def build_observation(core: FleetCore) -> dict[str, np.ndarray]:
+def build_observation(core: FleetState) -> dict[str, np.ndarray]:
     """``{"state": (B,A,S), "point_features": (B,A,P,F), "other_obs": (B,A,A-1,G), "action_mask": (B,A,P+2)}``."""
     activity = _activity(core)
     point_geometry = _point_geometry(core)
@@ -35,7 +32,7 @@ def build_observation(core: FleetCore) -> dict[str, np.ndarray]:
     }
 
 
-def _activity(core: FleetCore) -> dict[str, np.ndarray]:
+def _activity(core: FleetState) -> dict[str, np.ndarray]:
     """What each vehicle is doing, and where its target lies relative to it."""
     P, M = core.num_points, core.config.MAP_SIZE
     charging = core.charge_left > 0
@@ -50,7 +47,7 @@ def _activity(core: FleetCore) -> dict[str, np.ndarray]:
     }
 
 
-def _point_geometry(core: FleetCore) -> dict[str, np.ndarray]:
+def _point_geometry(core: FleetState) -> dict[str, np.ndarray]:
     """(B, A, P) offsets, distances and travel times from every vehicle to every point slot."""
     dx = core.point_pos[:, None, :, 0] - core.vehicle_pos[:, :, None, 0]
     dy = core.point_pos[:, None, :, 1] - core.vehicle_pos[:, :, None, 1]
@@ -58,7 +55,7 @@ def _point_geometry(core: FleetCore) -> dict[str, np.ndarray]:
     return {"dx": dx, "dy": dy, "dist": dist, "travel": dist / core.speed[None, :, None]}
 
 
-def _action_mask(core: FleetCore, activity: dict[str, np.ndarray], geo: dict[str, np.ndarray]) -> np.ndarray:
+def _action_mask(core: FleetState, activity: dict[str, np.ndarray], geo: dict[str, np.ndarray]) -> np.ndarray:
     """Point j is allowed for an idle vehicle with room that can reach it by its deadline (and, in
     'full', get back to the base on the energy left). Stay and return are always allowed."""
     B, A, P = core.num_envs, core.num_agents, core.num_points
@@ -75,7 +72,7 @@ def _action_mask(core: FleetCore, activity: dict[str, np.ndarray], geo: dict[str
     return mask
 
 
-def _cargo_slack(core: FleetCore, base_distance: np.ndarray, max_deadline: float) -> np.ndarray:
+def _cargo_slack(core: FleetState, base_distance: np.ndarray, max_deadline: float) -> np.ndarray:
     """How much time is left before the most urgent carried sample would be late, if it went home now."""
     carried = core.lot_samples > 0
     earliest = np.where(carried, core.lot_deadline, np.inf).min(axis=2)
@@ -83,7 +80,7 @@ def _cargo_slack(core: FleetCore, base_distance: np.ndarray, max_deadline: float
     return np.where(carried.any(axis=2), slack, 1.0)
 
 
-def _state(core: FleetCore, activity: dict[str, np.ndarray]) -> np.ndarray:
+def _state(core: FleetState, activity: dict[str, np.ndarray]) -> np.ndarray:
     c = core.config
     M, B, A = c.MAP_SIZE, core.num_envs, core.num_agents
     from_base = core.vehicle_pos - core.base
@@ -106,7 +103,7 @@ def _state(core: FleetCore, activity: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate(columns, axis=-1, dtype=np.float32)
 
 
-def _point_features(core: FleetCore, geo: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
+def _point_features(core: FleetState, geo: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
     """Per-(vehicle, point) columns first, then per-point columns shared by all vehicles, then flags.
 
     Column order is POINT_COLUMNS (a test checks the names against the values); this (B, A, P, F) array
@@ -141,7 +138,7 @@ def _point_features(core: FleetCore, geo: dict[str, np.ndarray], mask: np.ndarra
     return np.ascontiguousarray(out.transpose(0, 1, 3, 2))
 
 
-def _other_obs(core: FleetCore, activity: dict[str, np.ndarray]) -> np.ndarray:
+def _other_obs(core: FleetState, activity: dict[str, np.ndarray]) -> np.ndarray:
     """Row i of agent a describes agent ``others[a, i]`` (all agents but a, in index order)."""
     c = core.config
     M, B, A = c.MAP_SIZE, core.num_envs, core.num_agents
