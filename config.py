@@ -39,7 +39,6 @@ TEAM_REWARD_WEIGHT = 0.5  # share of the team's total reward added to each agent
 # Learner: MADDPG + Transformer (算法设置)
 GAMMA = 0.95  # discount factor
 N_STEP = 1  # steps of reward summed before the critic bootstraps (n-step TD targets, within an episode); 1 = one-step
-CRITIC_TEAM_REWARD = False  # every critic learns the mean of all agents' rewards (one cooperative value) instead of its own agent's r_i: with r_i, a vehicle's critic values its own deliveries above the others' (TEAM_REWARD_WEIGHT < 1 on them), so leaving a point to a better-placed vehicle looks like a loss to it. Measured: no gain yet (docs/training.md)
 TAU = 0.01  # Polyak coefficient for target networks
 BATCH_SIZE = 512  # transitions per gradient update
 CAPACITY = 100000  # replay buffer size in transitions (one transition = one step of one environment, all agents)
@@ -47,7 +46,7 @@ LR_ACTOR = 5e-05  # actor (and its Transformer) learning rate
 LR_CRITIC = 0.0005  # critic learning rate
 UPDATE_EVERY = 8  # batched environment steps between gradient updates (8: half the updates of 4; with the dispatch prior the fleet settles at the same level by episode ~400, but its early dip lasts twice the episodes: set 4 for runs under ~400 episodes, docs/training.md)
 UPDATES_PER_ROUND = 1  # gradient updates of all agents each time an update is due
-WARMUP_TRANSITIONS = 4096  # transitions collected with the random policy before learning starts
+WARMUP_TRANSITIONS = 4096  # transitions collected with WARMUP_POLICY before learning starts
 GRAD_CLIP_NORM = 1.0  # max gradient norm per network; 0 disables clipping
 HIDDEN_DIM = 128  # width of actor and critic MLPs
 EMBED_DIM = 32  # Transformer model width for point features
@@ -71,20 +70,13 @@ PER_EPSILON = 1e-06  # added to |TD error| so no transition has zero priority
 NOISE_STD_START = 1.0  # exploration noise std on actor logits at episode 0
 NOISE_STD_END = 0.05  # floor of the exploration noise
 NOISE_DECAY = 0.9991  # multiplier of the noise std per episode
-EXPLORE_EPSILON = 0.0  # while training, the probability that an agent which may go to a point instead takes an allowed action drawn uniformly (points claimed earlier in the step excluded): with the dispatch prior the logit noise hardly ever overturns greedy's choice, so the critic would never see an alternative; 0 = off
-EXPLORE_HOLD_PROB = 0.0  # while training, the probability per step that an idle vehicle which may go to a point is held at stay for 1..EXPLORE_HOLD_STEPS steps (drawn): a one-step stay under a greedy fleet only delays a departure, so without sustained waits in the replay the critic cannot learn what waiting is worth (use with N_STEP); 0 = off. Measured: no gain yet (docs/training.md)
-EXPLORE_HOLD_STEPS = 12  # longest hold EXPLORE_HOLD_PROB draws, in steps
 COORDINATED_CHOICES = True  # vehicles choose in index order and are not offered a point another vehicle heads to or chose this step
 DISPATCH_PRIOR_LOGIT = 3.0  # logit bonus on the DISPATCH_PRIOR_POLICY dispatcher's choice, added to every actor's logits (acting, learning, eval and agent.act): the actor learns corrections to it instead of re-deriving it (residual policy learning); 0 = the actor alone. A checkpoint keeps the value it was trained with
 DISPATCH_PRIOR_POLICY = 'greedy_chain'  # whose choice gets the DISPATCH_PRIOR_LOGIT bonus: 'greedy', 'greedy_shift' (greedy that also brings cargo home before the shift ends) or 'greedy_chain' (greedy_shift that also leaves a point to a busy vehicle reaching it sooner). A checkpoint keeps the one it was trained with
 WARMUP_POLICY = 'greedy_chain'  # who acts until WARMUP_TRANSITIONS are stored: 'greedy', 'greedy_shift', 'greedy_chain' or 'ortools' (reference dispatchers, whose choices the actor then imitates in pre-training) or 'random'
 TEACHER_POLICY = 'greedy_chain'  # reference dispatcher, 'greedy', 'greedy_shift', 'greedy_chain' or 'ortools', asked on every step; the actor imitates its recorded choice where the critic rates it higher than the actor's own (Q-filtered behaviour cloning); 'none' turns it off
-BC_WEIGHT = 1.0  # weight of the Q-filtered imitation term in the actor loss at episode 0
-BC_EPISODES = 0  # the imitation weight falls linearly to 0 at this episode; 0 keeps it at BC_WEIGHT for the whole run (annealed away, the fleet drifts below the teacher: docs/training.md)
-ACTOR_Q_NORMALIZE = False  # divide the actor's -Q term by the batch's mean |Q| (as TD3+BC does), so the critic's pull and the imitation have the same scale whatever the size of the rewards
+BC_WEIGHT = 1.0  # weight of the Q-filtered imitation term in the actor loss (0 = none)
 BC_Q_MARGIN = 1.0  # the Q-filter keeps imitating the teacher unless the critic rates the actor's own choice higher by more than this (in reward units; the critic's mean |TD error| is ~1.3): deviations must be confident, not critic noise; 0 = any higher rating. With 0 the fleet gave back part of greedy_chain's waits, which a one-step critic cannot value (docs/training.md)
-BC_ALTERNATIVES = False  # the imitation also asks the critic about staying and returning to the base, for vehicles that may choose a point: where it rates one of them above the teacher's choice by more than BC_ALTERNATIVE_MARGIN, the actor imitates that instead. Why: the prior keeps its dispatcher's choice the actor's argmax, so the Q-filter alone never sees a different action. Measured: no gain yet (docs/training.md)
-BC_ALTERNATIVE_MARGIN = 2.0  # how much higher (in reward units) the critic must rate stay or return than the teacher's choice before BC_ALTERNATIVES imitates it: near-ties are critic noise (the mean |TD error| is ~1.3)
 PRETRAIN_UPDATES = 2000  # updates run at once when warm-up ends, in which the actor only imitates the warm-up dispatcher's stored choices (the critic learns as usual), so acting starts at its level; 0 = none (and none after a random warm-up)
 
 # Training run (训练设置)

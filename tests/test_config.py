@@ -128,3 +128,41 @@ def test_env_keys_are_the_environment_section() -> None:
 def test_int_parsing_accepts_scientific_integers(n: int) -> None:
     assert parse_value("CAPACITY", str(n)) == n
     assert parse_value("CAPACITY", f"{n:.6e}") == int(float(f"{n:.6e}"))
+
+
+# ---------------------------------------------------------------------- removed keys
+def test_a_checkpoints_config_naming_removed_keys_loads_with_one_warning_naming_them() -> None:
+    """A training_state config written before the removal stores every key, the removed ones included."""
+    from fleetmarl.config import REMOVED_KEYS
+    from fleetmarl.errors import FleetmarlWarning
+
+    saved = {**DEFAULT.to_dict(), **REMOVED_KEYS, "NUM_EPISODES": 400}
+    with pytest.warns(FleetmarlWarning) as caught:
+        config = Config.from_dict(saved, source="run/training_state.pth")
+    assert config == DEFAULT.replace(NUM_EPISODES=400)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "\n" not in message and "run/training_state.pth" in message
+    assert all(key in message for key in REMOVED_KEYS) and "no longer applies" not in message
+
+
+def test_a_file_setting_a_removed_key_says_that_setting_no_longer_applies(tmp_path: Path) -> None:
+    from fleetmarl.errors import FleetmarlWarning
+
+    path = tmp_path / "old.toml"
+    path.write_text("EXPLORE_HOLD_PROB = 0.3\nBC_EPISODES = 0\nNUM_EPISODES = 16\n", encoding="utf-8")
+    with pytest.warns(FleetmarlWarning, match=r"EXPLORE_HOLD_PROB=0.3 no longer applies") as caught:
+        config = load_config(path)
+    assert config == DEFAULT.replace(NUM_EPISODES=16)
+    assert "BC_EPISODES" in str(caught[0].message) and "BC_EPISODES=" not in str(caught[0].message)
+
+
+def test_set_of_a_removed_key_warns_in_one_line_and_training_goes_on(capsys, tmp_path: Path) -> None:
+    from fleetmarl.cli import main
+    from tests.conftest import tiny_overrides
+
+    flags = tiny_overrides(NUM_EPISODES=4, ENABLE_MODEL_CHECKPOINTING=False, LOG_DIR=str(tmp_path / "runs"))
+    assert main(["train", *flags, "--set", "EXPLORE_EPSILON=0.2"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warned == ["fleetmarl: warning: ignoring removed config key EXPLORE_EPSILON in --set; "
+                      "EXPLORE_EPSILON=0.2 no longer applies; see docs/experiments.md"]

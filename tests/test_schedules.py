@@ -7,7 +7,7 @@ import math
 import pytest
 
 from fleetmarl.config import Config
-from fleetmarl.learner.schedules import bc_weight, lr_factor, noise_std
+from fleetmarl.learner.schedules import lr_factor, noise_std
 
 
 def test_disabled_schedule_is_constant() -> None:
@@ -51,14 +51,3 @@ def test_noise_decays_per_episode_to_its_floor() -> None:
     floor_at = math.ceil(math.log(0.05) / math.log(0.99))
     assert noise_std(c, floor_at + 1) == 0.05
     assert noise_std(c, 100_000) == 0.05
-
-
-def test_imitation_weight_stays_on_by_default_and_anneals_when_asked() -> None:
-    """BC_EPISODES = 0 keeps the Q-filtered imitation at BC_WEIGHT all run; a positive value anneals it
-    linearly to 0 there; no teacher means no imitation at all."""
-    kept = Config(BC_WEIGHT=0.5)
-    assert kept.BC_EPISODES == 0
-    assert bc_weight(kept, 0) == bc_weight(kept, 10_000) == 0.5
-    annealed = Config(BC_WEIGHT=1.0, BC_EPISODES=100)
-    assert [bc_weight(annealed, e) for e in (0, 50, 100, 200)] == [1.0, 0.5, 0.0, 0.0]
-    assert bc_weight(Config(TEACHER_POLICY="none"), 0) == 0.0

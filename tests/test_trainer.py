@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -29,49 +28,6 @@ def test_same_seed_same_run(tiny_config: Config, tmp_path: Path) -> None:
     assert len(a.state.episode_rewards_log) == tiny_config.NUM_EPISODES
     assert a.state.updates > 0
     assert_same_weights(final_weights(a), final_weights(b))
-
-
-def test_exploring_idle_vehicles_changes_the_run_and_repeats_exactly(tiny_config: Config) -> None:
-    plain = tiny_config.replace(ENABLE_MODEL_CHECKPOINTING=False, NUM_EPISODES=4)
-    explored = plain.replace(EXPLORE_EPSILON=0.5)
-    a = train(explored, log=lambda m: None)
-    assert a.state.episode_rewards_log == train(explored, log=lambda m: None).state.episode_rewards_log
-    assert a.state.episode_rewards_log != train(plain, log=lambda m: None).state.episode_rewards_log
-
-
-def test_held_vehicles_are_offered_only_stay_for_the_drawn_number_of_steps() -> None:
-    from fleetmarl.learner.holds import StayHolds
-
-    points, steps = 3, 4
-    holds = StayHolds(1, 2, points, probability=1.0, max_steps=steps, rng=np.random.default_rng(0))
-    mask = np.ones((1, 2, points + 2), dtype=bool)
-    mask[0, 1, :points] = False  # vehicle 1 may not go to any point (busy): never held
-    offered = holds.acting_mask(mask)
-    assert offered[0, 0].tolist() == [False] * points + [True, False]  # vehicle 0: stay only
-    assert np.array_equal(offered[0, 1], mask[0, 1])
-    held_for = 1 + int(holds.left[0, 0])
-    assert 1 <= held_for <= steps
-    for _ in range(held_for - 1):
-        assert not holds.acting_mask(mask)[0, 0, :points].any()
-    assert holds.left[0, 0] == 0  # the hold is over: the next step draws a new one (probability 1)
-    holds.reset()
-    assert holds.left.sum() == 0 and np.array_equal(StayHolds(1, 2, points, 0.0, steps, holds.rng).acting_mask(mask), mask)
-
-
-def test_with_every_vehicle_held_the_fleet_sends_no_vehicle_to_a_point_after_warm_up(tiny_config: Config) -> None:
-    from fleetmarl.trainer import Trainer
-
-    config = tiny_config.replace(ENABLE_MODEL_CHECKPOINTING=False, NUM_EPISODES=4, EXPLORE_HOLD_PROB=1.0)
-    trainer = Trainer(config, log=lambda m: None)
-    stored: list[tuple[np.ndarray, np.ndarray]] = []  # (may go to a point, action) of each stored step
-    add = trainer.buffer.add
-    trainer.buffer.add = lambda obs, actions, *rest: (
-        stored.append((obs["action_mask"][..., :config.NUM_POINTS].any(-1), actions.copy())), add(obs, actions, *rest))
-    trainer.run()
-    warm = config.WARMUP_TRANSITIONS // config.NUM_ENVS
-    free, acted = (np.stack(x) for x in zip(*stored[warm:], strict=True))
-    assert free.any() and (acted[free] == config.NUM_POINTS).all()  # held: stay, wherever a point was possible
-    assert any((a < config.NUM_POINTS).any() for _, a in stored[:warm])  # the warm-up dispatcher was not held
 
 
 def test_different_seed_differs(tiny_config: Config) -> None:

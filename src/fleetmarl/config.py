@@ -19,13 +19,14 @@ import math
 import re
 import runpy
 import sys
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from fleetmarl.errors import ConfigError
+from fleetmarl.errors import ConfigError, FleetmarlWarning
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,6 +44,14 @@ TEACHER_POLICIES = ("greedy", "greedy_shift", "greedy_chain", "ortools", "none")
 PURE_DISPATCHERS = ("greedy", "greedy_shift", "greedy_chain")
 """Dispatchers whose choice is a function of one observation (no plan, no random draws), so they can be asked
 again about a replayed one and be a policy's prior."""
+
+REMOVED_KEYS: Mapping[str, Any] = MappingProxyType({
+    "EXPLORE_EPSILON": 0.0, "EXPLORE_HOLD_PROB": 0.0, "EXPLORE_HOLD_STEPS": 12, "CRITIC_TEAM_REWARD": False,
+    "ACTOR_Q_NORMALIZE": False, "BC_ALTERNATIVES": False, "BC_ALTERNATIVE_MARGIN": 2.0, "BC_EPISODES": 0,
+})
+"""Research keys that measured no gain and were removed (docs/experiments.md), each with the value that
+behaves as the code does now. Files and checkpoints that name one still load: the key is dropped with one
+warning, which also says when a value asked for behaviour that is gone."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,11 +117,6 @@ class Config:
     """discount factor"""
     N_STEP: int = 1
     """steps of reward summed before the critic bootstraps (n-step TD targets, within an episode); 1 = one-step"""
-    CRITIC_TEAM_REWARD: bool = False
-    """every critic learns the mean of all agents' rewards (one cooperative value) instead of its own agent's
-    r_i: with r_i, a vehicle's critic values its own deliveries above the others' (TEAM_REWARD_WEIGHT < 1 on
-    them), so leaving a point to a better-placed vehicle looks like a loss to it. Measured: no gain yet
-    (docs/training.md)"""
     TAU: float = 0.01
     """Polyak coefficient for target networks"""
     BATCH_SIZE: int = 512
@@ -128,7 +132,7 @@ class Config:
     UPDATES_PER_ROUND: int = 1
     """gradient updates of all agents each time an update is due"""
     WARMUP_TRANSITIONS: int = 4096
-    """transitions collected with the random policy before learning starts"""
+    """transitions collected with WARMUP_POLICY before learning starts"""
     GRAD_CLIP_NORM: float = 1.0
     """max gradient norm per network; 0 disables clipping"""
     HIDDEN_DIM: int = 128
@@ -175,17 +179,6 @@ class Config:
     """floor of the exploration noise"""
     NOISE_DECAY: float = 0.9991
     """multiplier of the noise std per episode"""
-    EXPLORE_EPSILON: float = 0.0
-    """while training, the probability that an agent which may go to a point instead takes an allowed action
-    drawn uniformly (points claimed earlier in the step excluded): with the dispatch prior the logit noise
-    hardly ever overturns greedy's choice, so the critic would never see an alternative; 0 = off"""
-    EXPLORE_HOLD_PROB: float = 0.0
-    """while training, the probability per step that an idle vehicle which may go to a point is held at stay
-    for 1..EXPLORE_HOLD_STEPS steps (drawn): a one-step stay under a greedy fleet only delays a departure, so
-    without sustained waits in the replay the critic cannot learn what waiting is worth (use with N_STEP);
-    0 = off. Measured: no gain yet (docs/training.md)"""
-    EXPLORE_HOLD_STEPS: int = 12
-    """longest hold EXPLORE_HOLD_PROB draws, in steps"""
     COORDINATED_CHOICES: bool = True
     """vehicles choose in index order and are not offered a point another vehicle heads to or chose this step"""
     DISPATCH_PRIOR_LOGIT: float = 3.0
@@ -204,26 +197,12 @@ class Config:
     recorded choice where the critic rates it higher than the actor's own (Q-filtered behaviour cloning);
     'none' turns it off"""
     BC_WEIGHT: float = 1.0
-    """weight of the Q-filtered imitation term in the actor loss at episode 0"""
-    BC_EPISODES: int = 0
-    """the imitation weight falls linearly to 0 at this episode; 0 keeps it at BC_WEIGHT for the whole run
-    (annealed away, the fleet drifts below the teacher: docs/training.md)"""
-    ACTOR_Q_NORMALIZE: bool = False
-    """divide the actor's -Q term by the batch's mean |Q| (as TD3+BC does), so the critic's pull and the
-    imitation have the same scale whatever the size of the rewards"""
+    """weight of the Q-filtered imitation term in the actor loss (0 = none)"""
     BC_Q_MARGIN: float = 1.0
     """the Q-filter keeps imitating the teacher unless the critic rates the actor's own choice higher by more
     than this (in reward units; the critic's mean |TD error| is ~1.3): deviations must be confident, not
     critic noise; 0 = any higher rating. With 0 the fleet gave back part of greedy_chain's waits, which a
     one-step critic cannot value (docs/training.md)"""
-    BC_ALTERNATIVES: bool = False
-    """the imitation also asks the critic about staying and returning to the base, for vehicles that may choose
-    a point: where it rates one of them above the teacher's choice by more than BC_ALTERNATIVE_MARGIN, the
-    actor imitates that instead. Why: the prior keeps its dispatcher's choice the actor's argmax, so the Q-filter
-    alone never sees a different action. Measured: no gain yet (docs/training.md)"""
-    BC_ALTERNATIVE_MARGIN: float = 2.0
-    """how much higher (in reward units) the critic must rate stay or return than the teacher's choice before
-    BC_ALTERNATIVES imitates it: near-ties are critic noise (the mean |TD error| is ~1.3)"""
     PRETRAIN_UPDATES: int = 2000
     """updates run at once when warm-up ends, in which the actor only imitates the warm-up dispatcher's stored
     choices (the critic learns as usual), so acting starts at its level; 0 = none (and none after a random warm-up)"""
@@ -311,6 +290,7 @@ class Config:
         """Build from a mapping of UPPERCASE keys; unknown keys are an error that suggests close names."""
         known = {f.name: f for f in fields(cls)}
         kwargs: dict[str, Any] = {}
+        values = drop_removed_keys(values, source)
         for key, value in values.items():
             if key not in known:
                 raise ConfigError(f"unknown config key {key!r} in {source}{_suggest(key, known)}")
@@ -400,6 +380,9 @@ def apply_overrides(config: Config, overrides: Iterable[str]) -> Config:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"cannot parse --set {item!r}; write it as KEY=VALUE, e.g. --set NUM_EPISODES=400")
+        if key in REMOVED_KEYS:
+            drop_removed_keys({key: raw.strip()}, "--set")
+            continue
         if key not in known:
             raise ConfigError(f"unknown config key {key!r} in --set{_suggest(key, known)}")
         changes[key] = parse_value(key, raw.strip())
@@ -480,23 +463,20 @@ def _validate(c: Config) -> None:
     for key in ("NUM_AGENTS", "NUM_POINTS", "MAX_NUM_STEPS", "BATCH_SIZE", "CAPACITY", "UPDATE_EVERY", "N_STEP",
                 "UPDATES_PER_ROUND", "HIDDEN_DIM", "EMBED_DIM", "TRANSFORMER_HEADS", "TRANSFORMER_LAYERS",
                 "ACTOR_UPDATE_FREQUENCY", "LR_DECAY_EPISODES", "NUM_EPISODES", "NUM_ENVS", "MODEL_SAVE_INTERVAL",
-                "EVAL_EPISODES", "POINT_SAMPLES_MIN", "ORTOOLS_SOLUTION_LIMIT", "ORTOOLS_TIME_LIMIT_MS", "EXPLORE_HOLD_STEPS"):
+                "EVAL_EPISODES", "POINT_SAMPLES_MIN", "ORTOOLS_SOLUTION_LIMIT", "ORTOOLS_TIME_LIMIT_MS"):
         if getattr(c, key) < 1:
             fail(key, f"must be at least 1, got {getattr(c, key)}")
     for key in ("STEP_SECONDS", "MAP_SIZE", "LR_ACTOR", "LR_CRITIC", "TAU", "NOISE_DECAY", "PER_EPSILON"):
         if getattr(c, key) <= 0:
             fail(key, f"must be greater than 0, got {getattr(c, key)}")
     for key in ("WARMUP_TRANSITIONS", "GRAD_CLIP_NORM", "LR_WARMUP_EPISODES", "KEEP_LAST_CHECKPOINTS",
-                "KEEP_BEST_CHECKPOINTS", "EVAL_INTERVAL", "NUM_THREADS", "BC_WEIGHT", "BC_EPISODES", "BC_Q_MARGIN",
-                "BC_ALTERNATIVE_MARGIN",
-                "DISPATCH_PRIOR_LOGIT",
+                "KEEP_BEST_CHECKPOINTS", "EVAL_INTERVAL", "NUM_THREADS", "BC_WEIGHT", "BC_Q_MARGIN", "DISPATCH_PRIOR_LOGIT",
                 "PRETRAIN_UPDATES", "INITIAL_POINTS", "POINT_ARRIVAL_RATE",
                 "NOISE_STD_START", "NOISE_STD_END", "TARGET_POLICY_NOISE_STD", "TARGET_POLICY_NOISE_CLIP",
                 "PER_ALPHA", "PER_BETA", "PER_BETA_INCREMENT"):
         if getattr(c, key) < 0:
             fail(key, f"must not be negative, got {getattr(c, key)}")
-    for key in ("GAMMA", "TAU", "NOISE_DECAY", "LR_MIN_RATIO", "PER_BETA", "EXPLORE_EPSILON",
-                "EXPLORE_HOLD_PROB"):
+    for key in ("GAMMA", "TAU", "NOISE_DECAY", "LR_MIN_RATIO", "PER_BETA"):
         if not 0 <= getattr(c, key) <= 1:
             fail(key, f"must be between 0 and 1, got {getattr(c, key)}")
     if c.POINT_SAMPLES_MAX < c.POINT_SAMPLES_MIN:
@@ -577,6 +557,33 @@ def _plain(value: Any) -> Any:
 def is_fleet_environment(config: Config) -> bool:
     """True for the sampling fleet ('full', 'simplified'); False for a PettingZoo module path."""
     return config.ENVIRONMENT_TYPE in ENVIRONMENT_TYPES
+
+
+def drop_removed_keys(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """``values`` without the keys of :data:`REMOVED_KEYS`, warning once (one line) if it named any.
+
+    Why a warning, not an error: every checkpoint written before the removal stores those keys in its
+    config, and it must still resume and evaluate; a value other than the remaining behaviour is named,
+    because that run will now act as if it were unset."""
+    named = [key for key in values if key in REMOVED_KEYS]
+    if not named:
+        return dict(values)
+    changed = [f"{key}={values[key]}" for key in named if not _same_value(values[key], REMOVED_KEYS[key])]
+    note = f"; {', '.join(changed)} no longer applies" if changed else " (at the values that behave as now)"
+    keys = "key" if len(named) == 1 else "keys"
+    warnings.warn(f"ignoring removed config {keys} {', '.join(named)} in {source}{note}; see docs/experiments.md",
+                  FleetmarlWarning, stacklevel=3)
+    return {k: v for k, v in values.items() if k not in REMOVED_KEYS}
+
+
+def _same_value(value: Any, reference: Any) -> bool:
+    """Whether ``value`` (typed, or text from --set) equals ``reference``, a bool or a number."""
+    if isinstance(reference, bool):
+        return str(value).strip().lower() in (("1", "true", "yes", "on") if reference else ("0", "false", "no", "off"))
+    try:
+        return float(value) == float(reference)
+    except (TypeError, ValueError):
+        return False
 
 
 def _suggest(key: str, known: Iterable[str]) -> str:

@@ -25,3 +25,8 @@ class ConfigError(UserError, ValueError):
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, incomplete, corrupt, unsafe or incompatible."""
+
+
+class FleetmarlWarning(UserWarning):
+    """Something the user should know that loses nothing (e.g. a config key that no longer exists). The
+    command line prints it as one line starting ``fleetmarl: warning: ``."""

@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from fleetmarl import checkpoint as ckpt
-from fleetmarl.config import Config, is_fleet_environment
+from fleetmarl.config import Config, drop_removed_keys, is_fleet_environment
 from fleetmarl.device import resolve_device
 from fleetmarl.envs import environment_dims, make_batched_env, with_environment_agents
 from fleetmarl.envs.policies import BatchPolicy, random_policy, reference_policy
@@ -38,7 +38,6 @@ from fleetmarl.errors import CheckpointError, FleetmarlError
 from fleetmarl.eval.evaluation import default_eval_seed, evaluate_algorithm
 from fleetmarl.learner.buffer import ReplayBuffer
 from fleetmarl.learner.factory import action_dim, build_algorithm, build_team
-from fleetmarl.learner.holds import StayHolds
 from fleetmarl.learner.schedules import noise_std
 from fleetmarl.logging import TAG_EPISODE_REWARD, RunLogger
 
@@ -124,9 +123,6 @@ class Trainer:
         """name of the run's newest uploaded checkpoint: the next upload copies its replay chunks in the store"""
         self.fresh_env = True
         self._dispatcher: BatchPolicy | None = None  # warm-up actor, built on use
-        self.holds = (StayHolds(config.NUM_ENVS, self.dims.num_agents, self.dims.num_points, config.EXPLORE_HOLD_PROB,
-                                config.EXPLORE_HOLD_STEPS, self.rng) if self.fleet and config.EXPLORE_HOLD_PROB > 0 else None)
-        """held stays (exploration), for the fleet only"""
         self.teacher = self._build_teacher()
         """asked on every step's observation; the buffer keeps its choices for the Q-filtered imitation"""
         self.previous_checkpoint: Path | None = None
@@ -200,8 +196,6 @@ class Trainer:
         noise = noise_std(c, s.episode)
         self.algo.set_episode(s.episode)
         obs = self.env.reset(seed=c.RANDOM_SEED if self.fresh_env else None)
-        if self.holds is not None:
-            self.holds.reset()
         self.fresh_env = False
         round_rewards = np.zeros(c.NUM_ENVS, dtype=np.float64)
         losses: dict[str, torch.Tensor] = {}
@@ -212,7 +206,7 @@ class Trainer:
             if warming_up:
                 actions = self._warmup_actions(obs)
             else:
-                actions = self.algo.act(self._to_torch(self._acting_obs(obs)), noise, c.EXPLORE_EPSILON).cpu().numpy()
+                actions = self.algo.act(self._to_torch(obs), noise).cpu().numpy()
             taught = self._teacher_choices(obs, actions, warming_up)
             next_obs, rewards, terminated, truncated, infos = self.env.step(actions)
             dones = terminated | truncated
@@ -244,13 +238,6 @@ class Trainer:
         rows = np.flatnonzero(stepped)
         self.buffer.add({k: v[rows] for k, v in obs.items()}, actions[rows], rewards[rows],
                         {k: v[rows] for k, v in next_obs.items()}, terminated[rows])
-
-    def _acting_obs(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """What the fleet acts on: ``obs``, with held vehicles offered only stay (``EXPLORE_HOLD_PROB``). The
-        buffer keeps the true ``obs``: a stay is always allowed, and the update rebuilds masks from it."""
-        if self.holds is None:
-            return obs
-        return {**obs, "action_mask": self.holds.acting_mask(obs["action_mask"])}
 
     def _warmup_actions(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """Before learning starts: a reference dispatcher's choices (useful behaviour to imitate and learn
@@ -490,7 +477,7 @@ class Trainer:
         for bad, why in skipped:
             self.log(f"⚠ skipping broken checkpoint {bad}: {why}")
         training_state = ckpt.load_model_checkpoint(self.agents, opened, self.device)
-        self._report_config_changes(training_state.get("config", {}))
+        self._report_config_changes(drop_removed_keys(training_state.get("config", {}), f"{path}/training_state.pth"))
         s = self.state
         s.episode = int(training_state["episode"])
         s.env_steps = int(training_state.get("env_steps", 0))

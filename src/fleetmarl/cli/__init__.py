@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from fleetmarl.cli.common import _Parser
-from fleetmarl.errors import FleetmarlError
+from fleetmarl.errors import FleetmarlError, FleetmarlWarning
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,8 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(argv)
-        return int(args.handler(args) or 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default", FleetmarlWarning)  # once per message: each source names its own keys
+            warnings.showwarning = _show_warning
+            args = build_parser().parse_args(argv)
+            return int(args.handler(args) or 0)
     except FleetmarlError as exc:
         if os.environ.get("FLEETMARL_DEBUG"):
             raise
@@ -45,6 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `fleetmarl ckpt list | head` closed the pipe: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    """Our own warnings as one line like our errors; anyone else's in Python's usual form."""
+    if issubclass(category, FleetmarlWarning):
+        print(f"fleetmarl: warning: {_strip_prefix(str(message))}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def _strip_prefix(message: str) -> str:

@@ -42,8 +42,8 @@ def greedy_policy(obs: dict[str, np.ndarray], *, return_slack: float = RETURN_CA
     deadline nears; points another vehicle already heads to, or an earlier vehicle claimed this step,
     are skipped. A vehicle goes home when its cargo is urgent, it is fairly full, or nothing is feasible;
     at the base it charges when low. Busy vehicles keep going (stay). ``return_slack`` and ``return_load``
-    are the two go-home thresholds, parameters so that ``benchmarks/greedy_headroom.py`` can show how
-    much retuning them is worth. ``leave`` (B, A, P), True where a vehicle should leave a point to another
+    are the two go-home thresholds, parameters so that retuning them could be measured (it was worth
+    nothing: docs/experiments.md). ``leave`` (B, A, P), True where a vehicle should leave a point to another
     (greedy_chain), narrows each vehicle's choice further.
     """
     state, features = obs["state"], obs["point_features"]
@@ -80,7 +80,7 @@ def shift_end_policy(config: Config, margin_s: float = SHIFT_END_MARGIN_S) -> Ba
     within its drive home plus ``margin_s`` seconds ("greedy_shift").
 
     Why: cargo still on board when the shift ends is never delivered, and greedy has no rule for it; this
-    one rule is worth about half a point of on-time rate over greedy (benchmarks/greedy_headroom.py), so
+    one rule is worth about half a point of on-time rate over greedy (docs/experiments.md), so
     it is a teacher a learning fleet can beat greedy with. It needs the config for the shift length and
     the fleet's top speed, which the observation gives only as fractions.
     """
@@ -95,10 +95,10 @@ def chain_policy(config: Config, margin_s: float | None = None) -> BatchPolicy:
     Why: greedy sends an idle vehicle to the best point it can reach, even when a vehicle about to finish a
     job next to that point would get there first; the idle one then drives far and the busy one finds
     nothing near. The OR-Tools planner, which routes busy vehicles from where they will next be free, keeps
-    the idle vehicle back in most of the decisions where it differs from greedy (329 of 414 in
-    ``benchmarks/greedy_headroom.py``): leaving the point to the busy vehicle is most of its margin. This
-    rule takes that part of the plan with one comparison of arrival times; it is +0.008 to +0.012 on-time
-    over greedy_shift on the default fleet (docs/training.md, "A dispatcher that chains jobs"). ``margin_s`` is
+    the idle vehicle back in most of the decisions where it differs from greedy (329 of 414, measured on
+    the default fleet): leaving the point to the busy vehicle is most of its margin. This rule takes that
+    part of the plan with one comparison of arrival times; it is +0.008 to +0.012 on-time over
+    greedy_shift on the default fleet (docs/experiments.md). ``margin_s`` is
     how much sooner the busy vehicle must be (default one step), a parameter for
     ``benchmarks/dispatchers.py``.
     """

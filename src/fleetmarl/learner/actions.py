@@ -31,33 +31,6 @@ def select_actions(logits: torch.Tensor, noise_std: float = 0.0, action_mask: to
     return chosen
 
 
-def explore_uniformly(logits: torch.Tensor, epsilon: float, eligible: torch.Tensor | None = None,
-                      num_points: int | None = None) -> torch.Tensor:
-    """Logits (..., K) in which each ``eligible`` (...,) row (default: every row), with probability
-    ``epsilon``, is replaced by random draws, so the masked argmax that follows picks one of that row's
-    allowed actions at random.
-
-    Why not more logit noise: on top of a dispatch prior, Gaussian noise of any useful size almost never
-    overturns the preferred choice, so the critic would never see what the alternatives are worth.
-    With ``num_points`` (a fleet: points, then stay, then return) the draw is uniform over the three kinds
-    of action first, then over the allowed points: uniform over all K actions would nearly always be a
-    point, and returning early (before the shift ends, say) would hardly ever be tried. A kind the mask
-    rules out falls to another at random. Without it, uniform over the allowed actions.
-    Draws come from torch's global RNG, and only when ``epsilon`` > 0 (runs without it repeat exactly).
-    """
-    if epsilon <= 0:
-        return logits
-    swap = torch.rand(logits.shape[:-1], device=logits.device) < epsilon
-    if eligible is not None:
-        swap &= eligible
-    draws = torch.rand_like(logits)
-    if num_points is not None:
-        kind = torch.randint(0, 3, logits.shape[:-1], device=logits.device)
-        column_kind = (torch.arange(logits.shape[-1], device=logits.device) - num_points + 1).clamp(min=0)  # 0 1 2
-        draws = draws + 2.0 * (column_kind == kind.unsqueeze(-1))
-    return torch.where(swap.unsqueeze(-1), draws, logits)
-
-
 def straight_through_gumbel(logits: torch.Tensor, action_mask: torch.Tensor | None,
                             temperature: float = 1.0) -> torch.Tensor:
     """Differentiable discrete action (..., K): a hard one-hot sample forward, softmax gradient backward.

@@ -25,7 +25,6 @@ from fleetmarl.envs.spaces import ObservationDims
 from fleetmarl.errors import CheckpointError
 from fleetmarl.learner.actions import (
     explore_continuous,
-    explore_uniformly,
     select_actions,
     straight_through_gumbel,
 )
@@ -124,13 +123,12 @@ class FlatMADDPG(MADDPG):
         self.coordinated = False
 
     @torch.no_grad()
-    def act(self, obs: dict[str, torch.Tensor], noise_std: float, epsilon: float = 0.0) -> torch.Tensor:
-        """obs ``state`` (B, A, O), ``action_mask`` (B, A, K) -> actions (B, A) long or (B, A, D) float.
-        ``epsilon``: each agent's chance of a uniformly drawn allowed action (discrete actions only)."""
+    def act(self, obs: dict[str, torch.Tensor], noise_std: float) -> torch.Tensor:
+        """obs ``state`` (B, A, O), ``action_mask`` (B, A, K) -> actions (B, A) long or (B, A, D) float."""
         out = self.team.actor(obs["state"].to(self.device, torch.float32).transpose(0, 1)).transpose(0, 1)
         if self.continuous:
             return explore_continuous(out, noise_std)
-        return select_actions(explore_uniformly(out, epsilon), noise_std, self._mask(obs))
+        return select_actions(out, noise_std, self._mask(obs))
 
     def _mask(self, obs: dict[str, torch.Tensor]) -> torch.Tensor | None:
         mask = obs.get("action_mask")
@@ -142,7 +140,7 @@ class FlatMADDPG(MADDPG):
         with torch.no_grad():
             next_state = batch.next_obs["state"].to(torch.float32)
             q_next = team.critic_target(next_state, self._target_actions(batch.next_obs)).float()  # (A, B)
-            y = critic_rewards(batch, c.CRITIC_TEAM_REWARD) + bootstrap_factor(batch, c.GAMMA) * q_next
+            y = critic_rewards(batch) + bootstrap_factor(batch, c.GAMMA) * q_next
         q = team.critic(batch.obs["state"].to(torch.float32), self._replay_actions(batch.actions)).float()
         td = q - y
         losses = (batch.weights.to(torch.float32) * td.square()).mean(-1)
@@ -163,7 +161,7 @@ class FlatMADDPG(MADDPG):
         joint = torch.where(self._eye[:, None, :, None], own.unsqueeze(2), replayed.unsqueeze(0))  # (A, B, A, K|D)
         frozen = {name: p.detach() for name, p in team.critic.named_parameters()}
         q = torch.func.functional_call(team.critic, frozen, (state, joint)).float()
-        return actor_objective(q, self.config.ACTOR_Q_NORMALIZE) + penalty
+        return actor_objective(q) + penalty
 
     def _target_actions(self, next_obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Target policies' actions (B, A, K) one-hot or (B, A, D), with TD3 smoothing noise."""

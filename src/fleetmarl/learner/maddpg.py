@@ -9,9 +9,8 @@ One update (:meth:`MADDPG.update`), every agent at once on its slice of the stac
    delayed updates): agent i's action is a straight-through Gumbel-softmax sample of its masked logits,
    the others keep their replayed actions (as in MADDPG), and the loss is ``-Q_i`` through the critic
    as it was before this step (critic weights and point tokens detached), plus the teacher's
-   cross-entropy where the critic rates the teacher's choice higher (:meth:`MADDPG.imitation_loss`;
-   with ``BC_ALTERNATIVES`` the target may instead be stay or return, where the critic rates them clearly
-   higher), weighted by ``bc_weight`` (annealed to 0). Pre-training (``update(batch, imitate=True)``) replaces
+   cross-entropy where the critic does not rate the actor's own choice clearly higher
+   (:meth:`MADDPG.imitation_loss`), weighted by ``BC_WEIGHT``. Pre-training (``update(batch, imitate=True)``) replaces
    this with cloning the replayed warm-up choices (:meth:`MADDPG.pretrain_loss`).
 3. One backward pass for both (their gradients touch disjoint parameters), per-agent gradient-norm
    clipping, optimizer steps, and Polyak averaging of both targets when the actors moved.
@@ -40,7 +39,6 @@ from fleetmarl.envs.spaces import ACTOR_INPUT_KEYS
 from fleetmarl.learner.actions import (
     claimed_before,
     explore_continuous,
-    explore_uniformly,
     select_actions,
     select_in_order,
     straight_through_gumbel,
@@ -49,7 +47,6 @@ from fleetmarl.learner.agent import AgentTeam, MADDPGAgent
 from fleetmarl.learner.networks import INACTIVE_LOGIT, EmbeddedPoints
 from fleetmarl.learner.precision import autocast_dtype
 from fleetmarl.learner.prior import prior_logits
-from fleetmarl.learner.schedules import bc_weight
 
 Teacher = Callable[[dict[str, np.ndarray]], np.ndarray]
 """A reference policy: batched observation dict (B, A, ...) -> actions (B, A), e.g. the greedy dispatcher.
@@ -84,18 +81,13 @@ def bootstrap_factor(batch: Batch, gamma: float) -> torch.Tensor:
     return factor.transpose(0, 1) if factor.dim() == 2 else factor
 
 
-def critic_rewards(batch: Batch, team: bool) -> torch.Tensor:
-    """The rewards the critics learn, agent-major (A, B): each agent's own, or with ``CRITIC_TEAM_REWARD``
-    the agents' mean for every critic (n-step sums commute with the mean, so it is taken last)."""
-    rewards = batch.rewards.to(torch.float32).transpose(0, 1)
-    return rewards.mean(0, keepdim=True).expand_as(rewards) if team else rewards
+def critic_rewards(batch: Batch) -> torch.Tensor:
+    """The rewards the critics learn, agent-major (A, B): each agent's own (n-step sums where N_STEP > 1)."""
+    return batch.rewards.to(torch.float32).transpose(0, 1)
 
 
-def actor_objective(q: torch.Tensor, normalize: bool) -> torch.Tensor:
-    """The actor's -Q term per agent (A,) from Q (A, B); with ``ACTOR_Q_NORMALIZE`` Q is divided by the
-    batch's mean |Q| first (TD3+BC), so its pull does not grow with the size of the rewards."""
-    if normalize:
-        q = q / q.detach().abs().mean(-1, keepdim=True).clamp_min(1e-6)
+def actor_objective(q: torch.Tensor) -> torch.Tensor:
+    """The actor's -Q term per agent (A,) from Q (A, B)."""
     return -q.mean(-1)
 
 
@@ -127,47 +119,31 @@ class MADDPG:
         self.coordinated = bool(config.COORDINATED_CHOICES) and team.dispatches
         self._eye = torch.eye(team.num_agents, dtype=torch.bool, device=self.device)
         self._last_actor_loss = torch.zeros((), device=self.device)
-        self._alternative_share = torch.zeros((), device=self.device)
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
-    def act(self, obs: dict[str, torch.Tensor], noise_std: float, epsilon: float = 0.0) -> torch.Tensor:
+    def act(self, obs: dict[str, torch.Tensor], noise_std: float) -> torch.Tensor:
         """Actions of all agents in all environments in one batched call.
 
         obs: state (B, A, S), point_features (B, A, N, F), other_obs (B, A, A-1, O), action_mask (B, A, K)
-        bool. ``epsilon``: chance of a uniformly drawn allowed action (discrete; see :meth:`_choose`).
-        Returns LongTensor (B, A) (continuous: float (B, A, D)). Noise uses torch's global RNG.
+        bool. Returns LongTensor (B, A) (continuous: float (B, A, D)). Noise uses torch's global RNG.
         """
         _, out = self._policy_out(self.team.actor, obs)  # (A, B, K|D); fp32, as agent.act and a deployed policy
         if self.continuous:
             return explore_continuous(out, noise_std).transpose(0, 1)
-        return self._choose(out.transpose(0, 1), noise_std, obs, epsilon)
+        return self._choose(out.transpose(0, 1), noise_std, obs)
 
-    def _choose(self, logits: torch.Tensor, noise_std: float, obs: dict[str, torch.Tensor],
-                epsilon: float = 0.0) -> torch.Tensor:
-        """Discrete actions (B, A) from logits (B, A, K): in agent order with COORDINATED_CHOICES.
-
-        With ``epsilon``, an agent that may go to some point (in the fleet: an idle vehicle; in other
-        environments: any agent) sometimes draws its action at random (the fleet: a point, stay or return
-        alike, see :func:`explore_uniformly`); a busy vehicle is never diverted."""
+    def _choose(self, logits: torch.Tensor, noise_std: float, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Discrete actions (B, A) from logits (B, A, K): in agent order with COORDINATED_CHOICES."""
         n = self.dims.num_points
         mask = obs.get("action_mask")
         mask = None if mask is None else mask.to(self.device, torch.bool)
-        if epsilon > 0:
-            fleet = self.team.dispatches and mask is not None
-            logits = explore_uniformly(logits, epsilon, self._may_choose_point(mask) if fleet else None,
-                                       n if fleet else None)
         if self.coordinated and mask is not None:
             return select_in_order(logits, noise_std, mask, self._heading_taken(obs), n)
         return select_actions(logits, noise_std, mask, fallback=n)
-
-    def _may_choose_point(self, mask: torch.Tensor) -> torch.Tensor:
-        """(..., K) action mask -> (...,) bool: vehicles free to go to some point (idle, with a feasible one),
-        the only ones exploration diverts and ``BC_ALTERNATIVES`` relabels (busy ones only keep going)."""
-        return mask[..., : self.dims.num_points].any(-1)
 
     def _heading_taken(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, N) bool: points some vehicle already heads to (the column is the same for every agent)."""
@@ -208,8 +184,6 @@ class MADDPG:
         that skip the actor), ``q_mean``, ``td_abs_mean``, ``target_q_mean`` and ``td_errors`` (B,): the
         |TD error| per transition averaged over agents, for ``buffer.update_priorities``. With ``imitate``
         the actor loss is the teacher's cross-entropy alone (pre-training; the critic learns as usual).
-        With ``BC_ALTERNATIVES``, ``bc_alternative_share``: the share of the latest imitation labels the
-        critic turned from the teacher's choice to stay or return.
         """
         team = self.team
         update_actor = self.actor_update_due()
@@ -237,7 +211,6 @@ class MADDPG:
             "target_q_mean": critic.y.mean(),
             "td_abs_mean": td_abs.mean(),
             "td_errors": td_abs.mean(0),
-            **({"bc_alternative_share": self._alternative_share} if self.config.BC_ALTERNATIVES else {}),
         }
 
     def critic_loss(self, batch: Batch) -> CriticStep:
@@ -250,7 +223,7 @@ class MADDPG:
             target = team.critic_target
             q_next = target(target.embed_points(next_points),
                             next_obs["state"].to(torch.float32), target_actions).float()  # (A, B)
-            y = critic_rewards(batch, c.CRITIC_TEAM_REWARD) + bootstrap_factor(batch, c.GAMMA) * q_next  # (A, B)
+            y = critic_rewards(batch) + bootstrap_factor(batch, c.GAMMA) * q_next  # (A, B)
         points = batch.obs["point_features"].to(torch.float32).transpose(0, 1)  # (A, B, N, F)
         embedded = team.critic.embed_points(points)
         q = team.critic(embedded, batch.obs["state"].to(torch.float32),
@@ -265,13 +238,13 @@ class MADDPG:
         net, out = self._policy_out(team.actor, obs)  # (A, B, K|D)
         replayed = self._replay_actions(batch.actions)  # (B, A, K|D)
         if self.continuous:
-            return actor_objective(self._frozen_q(critic, obs, out, replayed), self.config.ACTOR_Q_NORMALIZE)
+            return actor_objective(self._frozen_q(critic, obs, out, replayed))
         offered = self._offered(obs, batch.actions).transpose(0, 1)  # (A, B, K)
         own = straight_through_gumbel(out, offered)
         live = net.masked_fill(net <= INACTIVE_LOGIT, 0.0)  # slots without a point are no logit to shrink; the prior is none
         q = self._frozen_q(critic, obs, own, replayed)  # (A, B)
-        loss = actor_objective(q, self.config.ACTOR_Q_NORMALIZE) + LOGIT_REGULARISATION * live.square().mean(dim=(-1, -2))
-        weight = bc_weight(self.config, self.episode) if self.imitation else 0.0
+        loss = actor_objective(q) + LOGIT_REGULARISATION * live.square().mean(dim=(-1, -2))
+        weight = self.config.BC_WEIGHT if self.imitation else 0.0
         if weight > 0:
             loss = loss + weight * self.imitation_loss(batch, critic, out, offered, replayed)
         return loss
@@ -298,9 +271,6 @@ class MADDPG:
         if q_filter:
             with torch.no_grad():
                 q_teacher = self._frozen_q(critic, obs, F.one_hot(taught, k).float(), replayed)
-                if self.config.BC_ALTERNATIVES and self.team.dispatches:
-                    choosing = self._may_choose_point(obs["action_mask"].to(self.device, torch.bool)).transpose(0, 1)
-                    taught, q_teacher = self._critic_alternatives(critic, obs, replayed, taught, q_teacher, choosing)
                 own_best = logits.masked_fill(~offered, float("-inf")).argmax(-1)
                 q_own = self._frozen_q(critic, obs, F.one_hot(own_best, k).float(), replayed)
                 use = use & (q_teacher > q_own - self.config.BC_Q_MARGIN)
@@ -308,35 +278,6 @@ class MADDPG:
         log_probs = logits.masked_fill(~offered, -1e9).log_softmax(-1)
         nll = -log_probs.gather(-1, taught.unsqueeze(-1)).squeeze(-1)  # (A, B)
         return (nll * use).sum(-1) / use.sum(-1).clamp_min(1.0)
-
-    def _critic_alternatives(self, critic: CriticStep, obs: dict[str, torch.Tensor], replayed: torch.Tensor,
-                             taught: torch.Tensor, q_taught: torch.Tensor,
-                             choosing: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The imitation label (A, B) and its Q: the teacher's choice, or stay / return to the base where the
-        critic rates it above the teacher's by more than ``BC_ALTERNATIVE_MARGIN`` (the higher of the two).
-        Only rows where ``choosing`` (A, B) holds may change (None: all): the vehicles that may go to some
-        point, the ones ``EXPLORE_EPSILON`` diverts. A busy vehicle's teacher always says "keep going" and
-        exploration never diverts one, so the critic has never seen a busy vehicle turn home or stop, and
-        its rating of that is a guess. (Offering every vehicle alternatives, the fleet fell to 0.2-0.7
-        on-time in training for ~150 episodes, seed 42, docs/training.md.)
-
-        Why: with the dispatch prior the actor's argmax is greedy's choice, so the Q-filter compares the
-        teacher with itself, and the Gumbel gradient towards an action of low probability is tiny. Asking
-        the critic about the two actions greedy misjudges (it keeps collecting when the cargo should go home
-        before the shift ends) lets the critic's verdict become the target. Stay and return are always allowed.
-        """
-        k = self.dims.num_actions
-        bar = q_taught + self.config.BC_ALTERNATIVE_MARGIN
-        label, q_label = taught, q_taught
-        for action in range(self.dims.num_points, k):
-            q = self._frozen_q(critic, obs, F.one_hot(torch.full_like(taught, action), k).float(), replayed)
-            better = (q > bar) & (q > q_label)
-            if choosing is not None:
-                better &= choosing
-            label = torch.where(better, action, label)
-            q_label = torch.where(better, q, q_label)
-        self._alternative_share = (label != taught).float().mean()
-        return label, q_label
 
     def _taught(self, batch: Batch) -> torch.Tensor:
         """The teacher's choices (B, A) recorded with the batch; rows recorded without one (a buffer saved

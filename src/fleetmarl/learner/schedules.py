@@ -52,19 +52,3 @@ def noise_std(config: Config, episode: int) -> float:
     ``NOISE_STD_END`` (a start below the end stays at the start)."""
     decayed = config.NOISE_STD_START * config.NOISE_DECAY ** max(0, int(episode))
     return float(max(min(config.NOISE_STD_END, config.NOISE_STD_START), decayed))
-
-
-def bc_weight(config: Config, episode: int) -> float:
-    """Weight of the Q-filtered imitation term: ``BC_WEIGHT``, falling linearly to 0 at ``BC_EPISODES``
-    when that is positive.
-
-    The teacher gets the fleet to its level quickly. The Q-filter already lets the actor leave the teacher
-    wherever the critic prefers its own choice, so by default (``BC_EPISODES`` = 0) the weight stays on:
-    annealed to 0, the MADDPG actor loss alone let the fleet drift 1-3 points below greedy
-    (docs/training.md). 0 when ``TEACHER_POLICY`` is 'none'.
-    """
-    if config.TEACHER_POLICY == "none":
-        return 0.0
-    if config.BC_EPISODES <= 0:
-        return float(config.BC_WEIGHT)
-    return float(config.BC_WEIGHT * max(0.0, 1.0 - max(0, int(episode)) / config.BC_EPISODES))
