@@ -143,6 +143,10 @@ class Config:
     """attention heads in the point encoder"""
     TRANSFORMER_LAYERS: int = 1
     """Transformer encoder layers over the points"""
+    SHARE_PARAMETERS: bool = False
+    """one actor and one critic for every vehicle, sized independently of NUM_AGENTS and NUM_POINTS (the other
+    vehicles read as a set, a critic linear in the fleet), so its checkpoint also drives fleets of other sizes
+    (fleetmarl eval CKPT --set NUM_AGENTS=M); False = per-vehicle networks (docs/training.md)"""
     TARGET_POLICY_NOISE_STD: float = 0.2
     """TD3 target policy smoothing: std of noise on target logits"""
     TARGET_POLICY_NOISE_CLIP: float = 0.5

@@ -22,11 +22,12 @@ from torch.func import functional_call
 from fleetmarl.config import Config
 from fleetmarl.envs.policies import pure_policy
 from fleetmarl.envs.spaces import ObservationDims, observation_dims
-from fleetmarl.errors import CheckpointError
+from fleetmarl.errors import CheckpointError, ConfigError
 from fleetmarl.learner.actions import explore_continuous, select_actions
 from fleetmarl.learner.networks import Actor, CentralCritic
 from fleetmarl.learner.prior import prior_logits
 from fleetmarl.learner.schedules import lr_factor
+from fleetmarl.learner.shared_networks import SharedActor, SharedCritic
 
 ACTION_TYPES = ("discrete", "continuous")
 
@@ -48,6 +49,11 @@ META_OBS_KEYS = {
     "num_actions": "number of actions",
     "action_type": "action type",
 }
+FLEET_SIZE_KEYS = ("num_agents", "num_points", "num_actions")
+"""Meta entries in which a shared-parameter checkpoint may differ from the fleet it drives (``any_fleet``)."""
+SHARED_RECORD_KEY = "shares_networks_of"
+"""With SHARE_PARAMETERS, agent_i.pth (i > 0) holds only its meta and this key: the agent whose file holds
+the one set of networks and optimizers (0), so a checkpoint stores them once, not NUM_AGENTS times."""
 
 
 class AgentTeam(nn.Module):
@@ -55,6 +61,9 @@ class AgentTeam(nn.Module):
 
     The targets start as copies of the online networks and never receive gradients.
     """
+
+    SHAREABLE = True
+    """whether SHARE_PARAMETERS can build this team (the fleet's networks; not the flat MLPs)"""
 
     def __init__(self, dims: ObservationDims, config: Config, device: torch.device | str = "cpu",
                  *, action_type: str = "discrete") -> None:
@@ -65,6 +74,11 @@ class AgentTeam(nn.Module):
         self.device = torch.device(device)
         self.action_type = action_type
         self.continuous = action_type == "continuous"
+        self.shared = bool(getattr(config, "SHARE_PARAMETERS", False))
+        if self.shared and not self.SHAREABLE:
+            raise ConfigError(f"config key SHARE_PARAMETERS applies to the sampling fleet ('full', 'simplified'); "
+                              f"{config.ENVIRONMENT_TYPE} trains per-agent networks, set SHARE_PARAMETERS=False")
+        """One actor and one critic for every agent (SHARE_PARAMETERS): stacked dim 1, each agent a view of slice 0."""
         self.actor, self.critic = self._make_actor(), self._make_critic()
         self.actor_target = self._make_actor().requires_grad_(False)
         self.critic_target = self._make_critic().requires_grad_(False)
@@ -95,17 +109,26 @@ class AgentTeam(nn.Module):
     def _make_actor(self) -> nn.Module:
         """One stacked actor (called for the online and the target network); subclasses swap the kind."""
         c = self.config
+        if self.shared:
+            return SharedActor(self.dims, c.HIDDEN_DIM, c.EMBED_DIM, c.TRANSFORMER_HEADS, c.TRANSFORMER_LAYERS,
+                               continuous=self.continuous)
         return Actor(self.dims.num_agents, self.dims, c.HIDDEN_DIM, c.EMBED_DIM, c.TRANSFORMER_HEADS,
                      c.TRANSFORMER_LAYERS, continuous=self.continuous)
 
     def _make_critic(self) -> nn.Module:
         """One stacked centralised critic (online or target)."""
         c = self.config
+        if self.shared:
+            return SharedCritic(self.dims, c.HIDDEN_DIM, c.EMBED_DIM, continuous=self.continuous)
         return CentralCritic(self.dims.num_agents, self.dims, c.HIDDEN_DIM, c.EMBED_DIM, continuous=self.continuous)
 
     @property
     def num_agents(self) -> int:
         return self.dims.num_agents
+
+    def slice_of(self, agent_id: int) -> int:
+        """Which slice of the stacked networks is agent ``agent_id``'s: its own, or the one shared slice 0."""
+        return 0 if self.shared else int(agent_id)
 
     @property
     def point_rows(self) -> str:
@@ -268,10 +291,11 @@ class MADDPGAgent(nn.Module):
         self.agent_id = int(agent_id)
         self.dims, self.config, self.device = team.dims, team.config, team.device
         self.action_type, self.continuous = team.action_type, team.continuous
+        index = team.slice_of(agent_id)
         for name in SAVED_MODULES:
-            setattr(self, name, AgentView(getattr(team, name), agent_id))
-        self.actor_optimizer = OptimizerView(team.actor_optimizer, team.actor, agent_id)
-        self.critic_optimizer = OptimizerView(team.critic_optimizer, team.critic, agent_id)
+            setattr(self, name, AgentView(getattr(team, name), index))
+        self.actor_optimizer = OptimizerView(team.actor_optimizer, team.actor, index)
+        self.critic_optimizer = OptimizerView(team.critic_optimizer, team.critic, index)
 
     @property
     def transformer(self) -> AgentView:
@@ -328,15 +352,19 @@ class MADDPGAgent(nn.Module):
             "transformer_heads": c.TRANSFORMER_HEADS, "transformer_layers": c.TRANSFORMER_LAYERS,
             "action_type": self.action_type, "point_rows": self.team.point_rows,
             "critic_rows": self.team.critic_rows, "dispatch_prior_logit": self.team.dispatch_prior_logit,
-            "dispatch_prior_policy": self.team.dispatch_prior_policy,
+            "dispatch_prior_policy": self.team.dispatch_prior_policy, "share_parameters": self.team.shared,
         }
 
     def checkpoint_state(self) -> dict[str, Any]:
         """Everything for ``agent_i.pth``: plain tensors, numbers, strings, lists and dicts only.
 
-        Tensors are views of the live ones (no copy here); the checkpoint package snapshots them.
+        Tensors are views of the live ones (no copy here); the checkpoint package snapshots them. With
+        SHARE_PARAMETERS agent 0 holds the shared networks and optimizers and every other agent only its
+        meta and :data:`SHARED_RECORD_KEY` (a few hundred bytes).
         """
         team, c = self.team, self.config
+        if team.shared and self.agent_id > 0:
+            return {"meta": self.meta(), SHARED_RECORD_KEY: 0}
         modules, optimizers = self._get_torch_save_params()
         state: dict[str, Any] = {name: getattr(self, name).state_dict() for name in modules}
         state.update({name: getattr(self, name).state_dict() for name in optimizers})
@@ -351,9 +379,15 @@ class MADDPGAgent(nn.Module):
         state["meta"] = self.meta()
         return state
 
-    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
-        """Restore exactly what :meth:`checkpoint_state` saved into this agent's slice (on the team's device)."""
-        self._check_meta(state.get("meta"))
+    def load_checkpoint_state(self, state: dict[str, Any], *, any_fleet: bool = False) -> None:
+        """Restore exactly what :meth:`checkpoint_state` saved into this agent's slice (on the team's device).
+
+        ``any_fleet``: the file may be agent 0's of a shared-parameter checkpoint trained on another fleet
+        size (NUM_AGENTS, NUM_POINTS); its networks fit this team, which must share parameters too.
+        """
+        self._check_meta(state.get("meta"), any_fleet=any_fleet)
+        if self._is_shared_record(state):
+            return  # agent 0's file holds the networks every agent uses
         self.team.set_point_rows(state["meta"].get("point_rows", "all"))  # files before 0.2 read every slot
         self.team.set_critic_rows(state["meta"].get("critic_rows", "all"))  # so did critics before 0.2.1
         meta = state["meta"]  # older files: no prior (no key), or greedy's (no dispatch_prior_policy)
@@ -376,18 +410,48 @@ class MADDPGAgent(nn.Module):
                 for group in optimizer.param_groups:
                     group["lr"] = float(state[key])
 
-    def _check_meta(self, meta: Any) -> None:
+    def _check_meta(self, meta: Any, *, any_fleet: bool = False) -> None:
         if not isinstance(meta, dict):
             raise CheckpointError("agent checkpoint has no 'meta' entry; it was not written by fleetmarl's MADDPGAgent")
         mine = self.meta()
+        saved_shared = bool(meta.get("share_parameters", False))  # files before SHARE_PARAMETERS: per agent
+        if saved_shared != self.team.shared:
+            raise CheckpointError(f"checkpoint was made with SHARE_PARAMETERS={saved_shared} but the config has "
+                                  f"SHARE_PARAMETERS={self.team.shared}; the networks differ, use the value it was "
+                                  "trained with")
+        skip = FLEET_SIZE_KEYS if any_fleet and saved_shared else ()
         for key, config_key in META_CONFIG_KEYS.items():
-            if key in meta and meta[key] != mine[key]:
+            if key in meta and key not in skip and meta[key] != mine[key]:
+                hint = ("; its networks are per vehicle: only a checkpoint trained with SHARE_PARAMETERS=True runs "
+                        "another fleet size") if key in FLEET_SIZE_KEYS and not saved_shared else ""
                 raise CheckpointError(f"checkpoint was made for {config_key}={meta[key]} but the config has "
-                                      f"{config_key}={mine[key]}")
+                                      f"{config_key}={mine[key]}{hint}")
         for key, label in META_OBS_KEYS.items():
-            if key in meta and meta[key] != mine[key]:
+            if key in meta and key not in skip and meta[key] != mine[key]:
                 raise CheckpointError(f"checkpoint was made for an observation {label} of {meta[key]} but this "
                                       f"environment has {mine[key]}")
+        if skip and "num_actions" in meta and "num_points" in meta:
+            extra, own_extra = meta["num_actions"] - meta["num_points"], mine["num_actions"] - mine["num_points"]
+            if extra != own_extra:
+                raise CheckpointError(f"checkpoint has {extra} actions besides the points but this environment "
+                                      f"has {own_extra}")
+
+    def _is_shared_record(self, state: dict[str, Any]) -> bool:
+        """Whether ``state`` is the small record of an agent that uses agent 0's networks; a file that does
+        not fit this agent's place in a shared team is refused in one line."""
+        if not self.team.shared:
+            return False  # a record's meta says share_parameters: _check_meta refused it already
+        record = SHARED_RECORD_KEY in state
+        if self.agent_id == 0 and record:
+            raise CheckpointError("agent 0's file of a SHARE_PARAMETERS checkpoint must hold the shared networks, "
+                                  f"but it only points at agent {state[SHARED_RECORD_KEY]}'s")
+        if self.agent_id > 0 and not record:
+            raise CheckpointError(f"agent {self.agent_id}'s file holds networks of its own, but with "
+                                  "SHARE_PARAMETERS=True every agent uses agent 0's; the checkpoint is inconsistent")
+        if record and (state[SHARED_RECORD_KEY] != 0 or state["meta"].get("agent_id") != self.agent_id):
+            raise CheckpointError(f"agent {self.agent_id}'s file is agent {state['meta'].get('agent_id')}'s record "
+                                  f"sharing agent {state[SHARED_RECORD_KEY]}'s networks; the checkpoint is inconsistent")
+        return record
 
 
 def as_given(actions: torch.Tensor, *, batched: bool, numpy: bool, continuous: bool) -> Any:

@@ -49,6 +49,8 @@ _NO_ENCODER = nn.Identity()
 class FlatTeam(AgentTeam):
     """Every agent's MLP actor and centralised critic as stacked ``(A, ...)`` parameters, one Adam per kind."""
 
+    SHAREABLE = False
+
     def _make_actor(self) -> nn.Module:
         d = self.dims
         return FlatActor(d.num_agents, d.state, self.config.HIDDEN_DIM, d.num_actions, continuous=self.continuous)

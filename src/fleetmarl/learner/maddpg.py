@@ -15,6 +15,12 @@ One update (:meth:`MADDPG.update`), every agent at once on its slice of the stac
 3. One backward pass for both (their gradients touch disjoint parameters), per-agent gradient-norm
    clipping, optimizer steps, and Polyak averaging of both targets when the actors moved.
 
+Shared parameters (``SHARE_PARAMETERS``, :mod:`fleetmarl.learner.shared_networks`): the same steps on one
+actor and one critic. The per-agent losses are averaged instead of summed, so the gradient's scale does not
+grow with the fleet, and the clipping is over the one network. In the actor loss the critic takes agent
+i's fresh action in its own slot and the replayed actions of everybody in the others' term (one pass for
+every agent, no (A, B, A, K) joint action).
+
 Coordinated choices (``COORDINATED_CHOICES``): agents choose in index order and are not offered a point
 another vehicle heads to or an earlier agent chose; the same masks are rebuilt from the replayed actions
 for the Gumbel sample, the imitation target and the target actions.
@@ -118,6 +124,8 @@ class MADDPG:
         self.relabel = relabel
         self.coordinated = bool(config.COORDINATED_CHOICES) and team.dispatches
         self._eye = torch.eye(team.num_agents, dtype=torch.bool, device=self.device)
+        self.shared = bool(getattr(team, "shared", False))
+        """one network for every agent: the per-agent losses are averaged (see the module docstring)"""
         self._last_actor_loss = torch.zeros((), device=self.device)
 
     def _autocast(self) -> torch.autocast:
@@ -189,10 +197,10 @@ class MADDPG:
         update_actor = self.actor_update_due()
         with self._autocast():
             critic = self.critic_loss(batch)
-            total = critic.losses.sum()  # agents' parameters are disjoint: each gets its own loss's gradient
+            total = self._team_loss(critic.losses)
             if update_actor:
                 actor_losses = self.pretrain_loss(batch, critic) if imitate else self.actor_loss(batch, critic)
-                total = total + actor_losses.sum()
+                total = total + self._team_loss(actor_losses)
         team.critic_optimizer.zero_grad(set_to_none=True)
         team.actor_optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -212,6 +220,11 @@ class MADDPG:
             "td_abs_mean": td_abs.mean(),
             "td_errors": td_abs.mean(0),
         }
+
+    def _team_loss(self, losses: torch.Tensor) -> torch.Tensor:
+        """One scalar from per-agent losses (A,): their sum when each agent's parameters are its own (each
+        gets its own loss's gradient), their mean when all agents share one network."""
+        return losses.mean() if self.shared else losses.sum()
 
     def critic_loss(self, batch: Batch) -> CriticStep:
         """IS-weighted squared TD error of every agent's critic against the target networks."""
@@ -298,9 +311,13 @@ class MADDPG:
                   replayed: torch.Tensor) -> torch.Tensor:
         """Q_i (A, B) with agent i's action replaced by ``own`` (A, B, K|D), through the critic with its
         weights and point tokens detached: the actor loss must not train the critic."""
-        joint = torch.where(self._eye[:, None, :, None], own.unsqueeze(2), replayed.unsqueeze(0))  # (A, B, A, K|D)
         frozen = {name: p.detach() for name, p in self.team.critic.named_parameters()}
-        args = (critic.points.detach(), obs["state"].to(torch.float32), joint)
+        states = obs["state"].to(torch.float32)
+        if self.shared:  # own action in agent i's own slot only; the others' term reads the replayed ones
+            return torch.func.functional_call(self.team.critic, frozen, (critic.points.detach(), states, replayed),
+                                              {"own": own}).float()
+        joint = torch.where(self._eye[:, None, :, None], own.unsqueeze(2), replayed.unsqueeze(0))  # (A, B, A, K|D)
+        args = (critic.points.detach(), states, joint)
         return torch.func.functional_call(self.team.critic, frozen, args).float()
 
     def _target_actions(self, next_obs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -322,7 +339,8 @@ class MADDPG:
         return F.one_hot(actions.long(), self.dims.num_actions).to(torch.float32)
 
     def _step(self, network: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        """Clip each agent's gradient norm of this network to GRAD_CLIP_NORM, then step its optimizer."""
+        """Clip each agent's gradient norm of this network to GRAD_CLIP_NORM (with shared parameters: the one
+        network's), then step its optimizer."""
         max_norm = self.config.GRAD_CLIP_NORM
         grads = [p.grad for p in network.parameters() if p.grad is not None]
         if max_norm > 0 and grads:

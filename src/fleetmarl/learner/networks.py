@@ -336,13 +336,17 @@ class Actor(nn.Module):
     """
 
     def __init__(self, agents: int, dims: ObservationDims, hidden_dim: int, embed_dim: int, heads: int,
-                 layers: int, *, continuous: bool = False) -> None:
+                 layers: int, *, continuous: bool = False, other_width: int | None = None) -> None:
+        """``other_width``: how many context inputs describe the other vehicles; default their flattened
+        rows (``other_rows * other``), which ties the context's size to the fleet's."""
         super().__init__()
         self.continuous = continuous
         self.num_points = dims.num_points
         self.active_column = dims.active_column
         self.encoder = PointEncoder(agents, dims.point, embed_dim, heads, layers)
-        context_in = dims.state + dims.other_rows * dims.other + self.encoder.pooled_dim
+        if other_width is None:
+            other_width = dims.other_rows * dims.other
+        context_in = dims.state + other_width + self.encoder.pooled_dim
         self.context = nn.Sequential(StackedLinear(agents, context_in, hidden_dim), nn.ReLU(),
                                      StackedLinear(agents, hidden_dim, hidden_dim), nn.ReLU())
         if continuous:
@@ -358,6 +362,12 @@ class Actor(nn.Module):
         rows = select_rows(point_features, self.active_column)
         tokens, pooled = self.encoder(rows)  # (A, T, E), (A, B, 2E)
         context = self.context(torch.cat([state, other_obs.flatten(-2), pooled], dim=-1))  # (A, B, H)
+        return self.head(context, tokens, rows)
+
+    def head(self, context: torch.Tensor, tokens: torch.Tensor, rows: PointRows) -> torch.Tensor:
+        """Actions from the context (A, B, H) and the point tokens (A, T, E): the pointer head's logits
+        (A, B, K), or tanh actions (A, B, D). :class:`~fleetmarl.learner.shared_networks.SharedActor`
+        builds the same head and calls this too."""
         if self.continuous:
             return torch.tanh(self.action_head(context))
         # point_key's bias joins the (A, B, E) query rather than the (A, T, E) keys: one add fewer per row
