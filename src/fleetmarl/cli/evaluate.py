@@ -65,7 +65,9 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval", help="run a checkpoint (or a reference policy) without noise on seeded episodes",
         description="Evaluate a trained checkpoint, or a reference policy with --policy, on the same seeded "
-                    "episodes; print each domain metric as mean ± std.")
+                    "episodes; print each domain metric as mean ± std. --set may change the environment keys; a "
+                    "checkpoint trained with SHARE_PARAMETERS=True also runs another fleet size, e.g. "
+                    "--set NUM_AGENTS=10 --set NUM_POINTS=60 --set INITIAL_POINTS=20.")
     _add_entry_flags(parser, "evaluate")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     _add_run_flags(parser)

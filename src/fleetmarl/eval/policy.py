@@ -8,7 +8,10 @@ go through it, so they cannot disagree about which configuration a checkpoint ru
 
 Configuration rule (issue 5): a checkpoint runs on the configuration saved inside it. Environment keys
 (``ENV_KEYS``) may be overridden, e.g. to test on ``simplified`` or a longer shift; keys that fix tensor
-shapes (``SHAPE_KEYS``) may not, because the weights only fit the shapes they were trained on.
+shapes (``SHAPE_KEYS``) may not, because the weights only fit the shapes they were trained on. A checkpoint
+trained with ``SHARE_PARAMETERS=True`` has one actor and one critic whose shapes depend on neither
+``NUM_AGENTS`` nor ``NUM_POINTS`` (:data:`FLEET_SIZE_KEYS`), so it runs on a fleet of any size: every
+vehicle of the new fleet uses the weights in its ``agent_0.pth``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 import torch
 
 from fleetmarl.checkpoint import load_model_checkpoint, open_checkpoint, verify_checkpoint
-from fleetmarl.checkpoint.layout import TRAINING_STATE_FILE, looks_like_checkpoint
+from fleetmarl.checkpoint.layout import TRAINING_STATE_FILE, agent_filename, looks_like_checkpoint
 from fleetmarl.config import (
     ENV_KEYS,
     SHAPE_KEYS,
@@ -37,6 +40,20 @@ from fleetmarl.errors import CheckpointError, ConfigError, UserError
 
 # Keys that change how inference runs, not what the weights mean; safe to set for a checkpoint.
 RUNTIME_KEYS = frozenset({"DEVICE", "NUM_THREADS", "LOG_DIR", "RUN_NAME", "RANDOM_SEED", "EVAL_EPISODES"})
+FLEET_SIZE_KEYS = ("NUM_AGENTS", "NUM_POINTS")
+"""Shape keys of per-vehicle networks that a SHARE_PARAMETERS checkpoint does not depend on."""
+
+
+def shape_keys(saved: Config) -> tuple[str, ...]:
+    """The keys whose values ``saved``'s weights depend on: SHAPE_KEYS, less the fleet size when shared."""
+    if saved.SHARE_PARAMETERS:
+        return tuple(key for key in SHAPE_KEYS if key not in FLEET_SIZE_KEYS)
+    return SHAPE_KEYS
+
+
+def other_fleet_size(saved: Config, wanted: Config) -> bool:
+    """Whether ``wanted`` asks a (shared-parameter) checkpoint for another NUM_AGENTS or NUM_POINTS."""
+    return any(getattr(saved, key) != getattr(wanted, key) for key in FLEET_SIZE_KEYS)
 
 
 # ---------------------------------------------------------------------- configuration of a checkpoint
@@ -70,7 +87,7 @@ def checkpoint_run_config(saved: Config, overrides: Iterable[str] = (), config_f
     for item in overrides:
         key, _, raw = item.partition("=")
         key = key.strip()
-        if key in SHAPE_KEYS and parse_value(key, raw.strip()) != getattr(saved, key):
+        if key in shape_keys(saved) and parse_value(key, raw.strip()) != getattr(saved, key):
             raise CheckpointError(_shape_message(f"--set {key}={raw.strip()}", key, getattr(saved, key)))
         if key in Config.__dataclass_fields__ and key not in ENV_KEYS | RUNTIME_KEYS | set(SHAPE_KEYS):
             raise UserError(f"--set {key} has no effect on a trained checkpoint; only environment keys "
@@ -80,13 +97,17 @@ def checkpoint_run_config(saved: Config, overrides: Iterable[str] = (), config_f
 
 
 def _check_shapes(saved: Config, wanted: Config, where: str) -> None:
-    difference = shape_difference(saved, wanted)
+    difference = shape_difference({key: getattr(saved, key) for key in shape_keys(saved)}, wanted)
     if difference:
         key, was, now = difference
         raise CheckpointError(_shape_message(f"{where} {key}={now}", key, was))
 
 
 def _shape_message(what: str, key: str, saved_value: Any) -> str:
+    if key in FLEET_SIZE_KEYS:
+        return (f"{what} does not fit this checkpoint, which was trained with {key}={saved_value} and per-vehicle "
+                f"networks whose shapes depend on {key}; another fleet size needs a checkpoint trained with "
+                "SHARE_PARAMETERS=True")
     return (f"{what} does not fit this checkpoint, which was trained with {key}={saved_value}; the network "
             f"shapes depend on {key}, so drop that override or use a checkpoint trained with it")
 
@@ -207,11 +228,25 @@ def load_checkpoint_policy(checkpoint: str | Path, device: torch.device | str | 
         _check_shapes(saved, config, "the comparison's environment:")
     target = torch.device(device) if device is not None else resolve_device(config.DEVICE)
     agents = build_team(config, target)
-    state = load_model_checkpoint(agents, path, target, config=config)
+    if other_fleet_size(saved, config):  # shared weights (_check_shapes let it through) on another fleet
+        state = _load_shared_into(agents, path, target)
+    else:
+        state = load_model_checkpoint(agents, path, target, config=config)
     for agent in agents:
         agent.eval()
     return CheckpointPolicy(checkpoint=path, config=config, agents=agents, algo=build_algorithm(agents, config),
                             device=target, episode=int(state.get("episode", 0)), agent_names=agent_names(config))
+
+
+def _load_shared_into(agents: list, path: Path, device: torch.device) -> dict[str, Any]:
+    """A SHARE_PARAMETERS checkpoint's networks (all in agent_0.pth) into a team of another fleet size;
+    returns its training_state. Files are hash-checked as they are read, as load_model_checkpoint does."""
+    opened = open_checkpoint(path)
+    state = opened.load(TRAINING_STATE_FILE, device)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"cannot read {path / TRAINING_STATE_FILE}: expected a dict, got {type(state).__name__}")
+    agents[0].load_checkpoint_state(opened.load(agent_filename(0), device), any_fleet=True)
+    return state
 
 
 def agent_names(config: Config) -> list[str]:
@@ -230,6 +265,10 @@ def agent_names(config: Config) -> list[str]:
             close()
 
 
-def load_policy(checkpoint: str | Path, device: torch.device | str = "cpu") -> CheckpointPolicy:
-    """Deployment entry point: ``load_policy(path).act(observations) -> {agent_name: action}``."""
-    return load_checkpoint_policy(checkpoint, device)
+def load_policy(checkpoint: str | Path, device: torch.device | str = "cpu", *,
+                overrides: Iterable[str] = ()) -> CheckpointPolicy:
+    """Deployment entry point: ``load_policy(path).act(observations) -> {agent_name: action}``.
+
+    ``overrides``: ``KEY=VALUE`` environment keys, as ``fleetmarl eval --set``; a checkpoint trained with
+    SHARE_PARAMETERS=True drives a fleet of another size with ``("NUM_AGENTS=8", "NUM_POINTS=48", ...)``."""
+    return load_checkpoint_policy(checkpoint, device, overrides=overrides)
