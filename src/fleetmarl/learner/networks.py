@@ -292,6 +292,15 @@ def select_rows(points: torch.Tensor, active_column: int | None) -> PointRows:
         keep = torch.ones(b, n, dtype=torch.bool, device=points.device)
     else:
         keep = points[0, :, :, active_column] > 0.5  # (B, N)
+    sample, slot, count, groups, regroup = row_layout(keep)
+    rows = points[:, sample, slot]  # (A, T, F); indexing reads a transposed (agent-major) view without a copy
+    return PointRows(rows, sample, slot, count, n, groups, regroup)
+
+
+def row_layout(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[RowGroup, ...], torch.Tensor]:
+    """The kept rows of keep (B, N) bool, as :class:`PointRows` lays them out: (sample, slot, count, groups,
+    regroup)."""
+    n = keep.shape[-1]
     flat = keep.flatten().nonzero().squeeze(-1)  # row-major: each sample's rows together, in slot order
     sample, slot = flat // n, flat % n
     count = keep.sum(-1)
@@ -299,9 +308,8 @@ def select_rows(points: torch.Tensor, active_column: int | None) -> PointRows:
     regroup = torch.empty_like(flat)
     if groups:
         order = torch.cat([group.rows for group in groups])
-        regroup[order] = torch.arange(order.shape[0], device=points.device)
-    rows = points[:, sample, slot]  # (A, T, F); indexing reads a transposed (agent-major) view without a copy
-    return PointRows(rows, sample, slot, count, n, groups, regroup)
+        regroup[order] = torch.arange(order.shape[0], device=keep.device)
+    return sample, slot, count, groups, regroup
 
 
 def _row_groups(count: torch.Tensor, first: torch.Tensor) -> tuple[RowGroup, ...]:

@@ -24,12 +24,26 @@ import torch
 from torch import nn
 
 from fleetmarl.envs.spaces import ObservationDims
-from fleetmarl.learner.networks import Actor, EmbeddedPoints, StackedLinear, select_rows, set_pool
+from fleetmarl.learner.networks import Actor, EmbeddedPoints, PointRows, StackedLinear, row_layout, set_pool
 
 
 def fold(x: torch.Tensor) -> torch.Tensor:
     """(A, B, ...) -> (1, A*B, ...): every vehicle of every sample is one row of the shared network."""
     return x.reshape(1, x.shape[0] * x.shape[1], *x.shape[2:])
+
+
+def select_folded_rows(points: torch.Tensor, active_column: int | None) -> PointRows:
+    """The active rows of points (A, B, N, F) as :class:`PointRows` of the folded batch (sample = a * B + b),
+    rows (1, T, F). Each vehicle's own active column decides; only the T kept rows are gathered, so the
+    agent-major view (a transpose of the replay's (B, A, N, F)) is never copied whole."""
+    a, b, n, _ = points.shape
+    if active_column is None:
+        keep = torch.ones(a * b, n, dtype=torch.bool, device=points.device)
+    else:
+        keep = (points[..., active_column] > 0.5).reshape(a * b, n)
+    sample, slot, count, groups, regroup = row_layout(keep)
+    rows = points[sample // b, sample % b, slot].unsqueeze(0)  # (1, T, F)
+    return PointRows(rows, sample, slot, count, n, groups, regroup)
 
 
 class SharedActor(Actor):
@@ -53,7 +67,7 @@ class SharedActor(Actor):
 
     def forward(self, state: torch.Tensor, point_features: torch.Tensor, other_obs: torch.Tensor) -> torch.Tensor:
         a, b = state.shape[:2]
-        rows = select_rows(fold(point_features), self.active_column)
+        rows = select_folded_rows(point_features, self.active_column)
         tokens, pooled = self.encoder(rows)  # (1, T, E), (1, A*B, 2E)
         others = self.pool_others(fold(other_obs))
         context = self.context(torch.cat([fold(state), others, pooled], dim=-1))  # (1, A*B, H)
@@ -93,7 +107,7 @@ class SharedCritic(nn.Module):
 
     def embed_points(self, point_features: torch.Tensor) -> EmbeddedPoints:
         """(A, B, N, F) -> :class:`EmbeddedPoints` over the folded batch: tokens (1, T, E), pooled (1, A*B, 2E)."""
-        rows = select_rows(fold(point_features), self.active_column)
+        rows = select_folded_rows(point_features, self.active_column)
         tokens = self.encoder(rows.rows)
         return EmbeddedPoints(tokens, rows.pool(tokens), rows)
 
