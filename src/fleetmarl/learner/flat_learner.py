@@ -102,11 +102,11 @@ class FlatAgent(MADDPGAgent):
     def meta(self) -> dict[str, Any]:
         return {**super().meta(), "environment": self.config.ENVIRONMENT_TYPE}
 
-    def _check_meta(self, meta: Any) -> None:
+    def _check_meta(self, meta: Any, *, any_fleet: bool = False) -> None:
         if isinstance(meta, dict) and meta.get("environment", "full") != self.config.ENVIRONMENT_TYPE:
             raise CheckpointError(f"checkpoint was made for ENVIRONMENT_TYPE={meta.get('environment', 'full')} but "
                                   f"the config has ENVIRONMENT_TYPE={self.config.ENVIRONMENT_TYPE}")
-        super()._check_meta(meta)
+        super()._check_meta(meta, any_fleet=any_fleet)
 
 
 def build_flat_agents(config: Config, dims: ObservationDims, action_type: str,
