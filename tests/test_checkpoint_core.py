@@ -30,7 +30,7 @@ from fleetmarl.checkpoint import (
     validate_plain,
     verify_checkpoint,
 )
-from fleetmarl.checkpoint.manifest import SCHEMA_VERSION, sha256_file
+from fleetmarl.checkpoint.manifest import SCHEMA_VERSION, sha256_file, write_manifest
 from fleetmarl.checkpoint.store import live_temp_folders
 from fleetmarl.config import Config
 from fleetmarl.errors import CheckpointError, FleetmarlError
@@ -134,6 +134,9 @@ def test_manifest_cannot_point_outside_the_folder(tmp_path: Path) -> None:
     manifest = json.loads((path / "MANIFEST.json").read_text())
     manifest["files"]["../../etc/passwd"] = {"bytes": 1, "sha256": "0" * 64}
     (path / "MANIFEST.json").write_text(json.dumps(manifest))
+    assert "MANIFEST.json was altered" in verify_checkpoint(path)[0]
+    # a manifest written with a fresh self-checksum (it is a checksum, not a signature) is still refused
+    write_manifest(path, manifest)
     assert "outside the checkpoint folder" in verify_checkpoint(path)[0]
 
 
@@ -302,11 +305,12 @@ class _Exploit:
 
 
 def _rewrite_manifest(path: Path) -> None:
+    """What an attacker who knows the format does: new file hashes and a new self-checksum."""
     manifest = json.loads((path / "MANIFEST.json").read_text())
     for name, info in manifest["files"].items():
         info["bytes"] = (path / name).stat().st_size
         info["sha256"] = sha256_file(path / name)
-    (path / "MANIFEST.json").write_text(json.dumps(manifest))
+    write_manifest(path, manifest)
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")

@@ -6,8 +6,10 @@ an exclusive ``flock`` while the trainer lives. The kernel drops the flock when 
 (``kill -9`` included), so a lock file whose flock is free is stale: on this host it is taken over with
 a warning naming the dead holder. A lock written by another host is not second-guessed (its pid means
 nothing here, and flock over a network file system is not reliable): the message says which host
-holds it and how to clear it. Reading checkpoints (``fleetmarl ckpt list|inspect|verify``, eval)
-never takes the lock.
+holds it and how to clear it. ``fleetmarl ckpt prune`` deletes checkpoints, so it takes the same lock
+for as long as it deletes (recorded with ``"by": "ckpt prune"``): it exits 2 while a trainer runs, and
+a trainer started meanwhile is refused. Reading checkpoints (``fleetmarl ckpt list|inspect|verify``,
+``prune --dry-run``, eval) never takes the lock.
 """
 
 from __future__ import annotations
@@ -32,11 +34,17 @@ class CheckpointsDirBusy(UserError):
     """Another live trainer holds the folder (exit status 2)."""
 
 
+TRAINER = "trainer"
+"""The lock's usual owner; a lock file naming no owner was written by a trainer."""
+
+
 class TrainingLock:
     """Hold with :meth:`acquire`, give back with :meth:`release` (also a context manager)."""
 
-    def __init__(self, checkpoints_dir: str | Path) -> None:
+    def __init__(self, checkpoints_dir: str | Path, owner: str = TRAINER) -> None:
         self.path = Path(checkpoints_dir) / LOCK_FILE
+        self.owner = owner
+        """who takes it: :data:`TRAINER` or a command such as ``"ckpt prune"`` (written to the lock file)"""
         self._fd: int | None = None
 
     @property
@@ -67,7 +75,7 @@ class TrainingLock:
                     warn(f"⚠ taking over the lock of {self.path.parent} from pid {holder.get('pid')} on {host}, "
                          "which is gone (killed or crashed)")
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": host,
+                os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": host, "by": self.owner,
                                           "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(), 0)
                 os.fsync(fd)
             except BaseException:
@@ -96,12 +104,20 @@ class TrainingLock:
         self.release()
 
     def _busy(self, holder: dict, remote: bool = False) -> str:
+        """The one message for a held lock: what holds it (a trainer, or a command such as ``ckpt prune``),
+        its pid and host, and what to do."""
         who = f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}"
         since = f" since {holder['since']}" if holder.get("since") else ""
+        by = holder.get("by") or TRAINER
+        what = "a trainer" if by == TRAINER else f"`fleetmarl {by}`"
         if remote:
-            return (f"{self.path.parent} is locked by a trainer ({who}{since}); if that run is over, delete "
+            return (f"{self.path.parent} is locked by {what} ({who}{since}); if that run is over, delete "
                     f"{self.path}, or set CHECKPOINTS_DIR to another folder")
-        return (f"{self.path.parent} is in use by another trainer ({who}{since}); wait for it to finish or set "
+        if self.owner != TRAINER:
+            return (f"{self.path.parent} is in use by {what} ({who}{since}); wait for it to finish, then run "
+                    f"`fleetmarl {self.owner}` again")
+        what = "another trainer" if by == TRAINER else what
+        return (f"{self.path.parent} is in use by {what} ({who}{since}); wait for it to finish or set "
                 "CHECKPOINTS_DIR to another folder")
 
 

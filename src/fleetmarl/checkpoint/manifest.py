@@ -2,7 +2,11 @@
 
 It is written last (after every other file is fsynced), so its presence means the save finished; its
 per-file size and sha256 catch truncation and bit rot later (a copied or half-synced folder). The
-schema version lets an older fleetmarl refuse a newer layout with a clear message instead of a crash.
+manifest checks itself too: ``manifest_sha256`` is the sha256 of its own canonical content (every other
+field, see :func:`manifest_checksum`), so an edited manifest (a changed reward, run id or file entry) is
+refused like a corrupt file. Manifests written before that field existed still load; ``ckpt verify``
+notes that they cannot be checked. The schema version lets an older fleetmarl refuse a newer layout
+with a clear message instead of a crash.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ SCHEMA_VERSION = 2
 1: one replay_buffer.pth. 2: replay_buffer.pth is a head and the buffer's chunks are files of their own
 (``replay_buffer.{first}-{end}.pth``), hard-linked between the checkpoints of a run."""
 FORMAT_NAME = "fleetmarl-checkpoint"
+CHECKSUM_FIELD = "manifest_sha256"
+"""The manifest's own checksum; absent from manifests written before it existed (they still load)."""
+NO_CHECKSUM_NOTE = (f"{MANIFEST_FILE} has no {CHECKSUM_FIELD} (written by an older fleetmarl), so edits to it "
+                    "cannot be detected; its files were checked")
 _CHUNK = 1 << 20
 
 
@@ -59,9 +67,27 @@ def build_manifest(folder: Path, file_names: list[str] | Mapping[str, Mapping[st
     return manifest
 
 
+def manifest_checksum(manifest: Mapping[str, Any]) -> str:
+    """Hex sha256 of a manifest's canonical content: every field but :data:`CHECKSUM_FIELD`, as compact
+    JSON with sorted keys, UTF-8. The one definition, used by the writer and by every reader."""
+    content = {key: value for key, value in manifest.items() if key != CHECKSUM_FIELD}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def seal_manifest(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest as a reader will parse it (a JSON round trip: tuples become lists, keys strings),
+    with :data:`CHECKSUM_FIELD` set to the checksum of exactly that."""
+    sealed = json.loads(json.dumps({k: v for k, v in manifest.items() if k != CHECKSUM_FIELD}, ensure_ascii=False))
+    sealed[CHECKSUM_FIELD] = manifest_checksum(sealed)
+    return sealed
+
+
 def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
-    """Written last and fsynced: its appearance is the commit point of a save."""
-    write_text_synced(folder / MANIFEST_FILE, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    """Written last and fsynced, its checksum inside it (one file, one write), into the save's hidden
+    temp folder that is then renamed into place: its appearance is the commit point of a save."""
+    text = json.dumps(seal_manifest(manifest), indent=2, ensure_ascii=False) + "\n"
+    write_text_synced(folder / MANIFEST_FILE, text)
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
@@ -94,6 +120,9 @@ def manifest_problem(manifest: Any) -> str | None:
     if version > SCHEMA_VERSION:
         return (f"{MANIFEST_FILE} has schema version {version}, newer than the {SCHEMA_VERSION} this fleetmarl "
                 f"reads (written by fleetmarl {manifest.get('fleetmarl_version', '?')}); upgrade fleetmarl")
+    if CHECKSUM_FIELD in manifest and manifest[CHECKSUM_FIELD] != manifest_checksum(manifest):
+        return (f"{MANIFEST_FILE} was altered after it was written (its {CHECKSUM_FIELD} does not match its "
+                "content); restore it or resume from another checkpoint")
     files = manifest.get("files")
     if not isinstance(files, dict) or not all(
         isinstance(v, dict) and isinstance(v.get("bytes"), int) and isinstance(v.get("sha256"), str)
@@ -137,6 +166,16 @@ def verify_checkpoint(path: str | Path, *, check_hashes: bool = True) -> list[st
     for name, expected in manifest["files"].items():
         problems.extend(_file_problems(path / name, expected, check_hashes))
     return problems
+
+
+def manifest_notes(folder: str | Path) -> list[str]:
+    """What is worth saying about a valid checkpoint's manifest without failing it (an old manifest
+    without a self-checksum); ``[]`` when there is nothing, or no readable manifest."""
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return []
+    return [NO_CHECKSUM_NOTE] if isinstance(manifest, dict) and CHECKSUM_FIELD not in manifest else []
 
 
 def _missing_hint(folder: Path) -> str:

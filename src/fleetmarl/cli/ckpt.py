@@ -2,7 +2,9 @@
 
 Each handler takes the parsed arguments and returns the exit status (0 fine, 1 something is wrong
 with a checkpoint); bad input raises :class:`UserError`/:class:`CheckpointError`, which the CLI prints
-as one ``fleetmarl: ...`` line with exit status 2.
+as one ``fleetmarl: ...`` line with exit status 2. ``prune`` is the only action that deletes: it holds the
+folder's :class:`TrainingLock` meanwhile (a live trainer there: exit 2, nothing deleted); the others only
+read and never take the lock.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from fleetmarl.checkpoint.layout import (
     parse_checkpoint_name,
     temp_folders,
 )
-from fleetmarl.checkpoint.manifest import read_manifest, verify_checkpoint
+from fleetmarl.checkpoint.lock import TrainingLock
+from fleetmarl.checkpoint.manifest import manifest_notes, read_manifest, verify_checkpoint
 from fleetmarl.checkpoint.remote import INCOMPLETE, RemoteEntry, is_url, local_checkpoint, open_remote
 from fleetmarl.checkpoint.retention import checkpoint_score, prune_checkpoints
 from fleetmarl.errors import CheckpointError, UserError
@@ -49,11 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
     inspect.set_defaults(handler=run_inspect)
 
-    verify = actions.add_parser("verify", help="check sizes and sha256 of every file; exit 1 if anything is wrong")
+    verify = actions.add_parser("verify", help="check sizes and sha256 of every file and the manifest's own "
+                                               "checksum; exit 1 if anything is wrong")
     verify.add_argument("path", metavar="PATH|DIR", help="a checkpoint folder or a folder of checkpoints, or their URL")
     verify.set_defaults(handler=run_verify)
 
-    prune = actions.add_parser("prune", help="delete old checkpoints, keeping the last K and/or the best K")
+    prune = actions.add_parser("prune", help="delete old checkpoints, keeping the last K and/or the best K "
+                                             "(refused while a trainer holds the folder)")
     prune.add_argument("dir", nargs="?", default=DEFAULT_CHECKPOINTS_DIR, metavar="DIR",
                        help=f"folder of checkpoints or a URL (s3://bucket/prefix); default ./{DEFAULT_CHECKPOINTS_DIR}")
     prune.add_argument("--keep", type=int, default=0, metavar="K", help="keep the newest K checkpoints")
@@ -267,7 +272,8 @@ def run_verify(args: argparse.Namespace) -> int:
             for problem in problems:
                 print(f"BAD {target}: {problem}")
         else:
-            print(f"ok  {target}")
+            notes = manifest_notes(target)
+            print(f"ok  {target}" + "".join(f"; note: {note}" for note in notes))
     if bad:
         print(f"{bad} of {len(targets)} checkpoint(s) failed verification")
     return 1 if bad else 0
@@ -298,22 +304,34 @@ def _verify_remote(url: str) -> int:
 
 
 # ---------------------------------------------------------------------- prune
+PRUNE_LOCK_OWNER = "ckpt prune"
+
+
 def run_prune(args: argparse.Namespace) -> int:
+    """Delete by the retention rule, holding the folder's :class:`TrainingLock` while deleting (a live
+    trainer there: exit 2 naming it, nothing deleted). ``--dry-run`` only reads, so it takes no lock."""
     if args.keep < 0 or args.keep_best < 0:
         raise UserError("--keep and --keep-best must not be negative")
     if args.keep == 0 and args.keep_best == 0:
         raise UserError("say what to keep: --keep K (newest K) and/or --keep-best K (best K by reward)")
-    if is_url(args.dir):
-        removed: list = open_remote(args.dir).prune(keep_last=args.keep, keep_best=args.keep_best,
-                                                     run_id=args.run_id, dry_run=args.dry_run)
-    else:
-        root = _existing_dir(args.dir)
-        removed = prune_checkpoints(root, keep_last=args.keep, keep_best=args.keep_best, run_id=args.run_id,
-                                    dry_run=args.dry_run)
+    remote = open_remote(args.dir) if is_url(args.dir) else None
+    # a URL's trainer locks its local mirror (this host's trainers are seen; other hosts' are not)
+    root = remote.mirror if remote is not None else _existing_dir(args.dir)
+    lock = None if args.dry_run else TrainingLock(root, owner=PRUNE_LOCK_OWNER).acquire()
+    try:
+        if remote is not None:
+            removed: list = remote.prune(keep_last=args.keep, keep_best=args.keep_best, run_id=args.run_id,
+                                         dry_run=args.dry_run)
+        else:
+            removed = prune_checkpoints(root, keep_last=args.keep, keep_best=args.keep_best, run_id=args.run_id,
+                                        dry_run=args.dry_run)
+            if not args.dry_run:
+                cleanup_incomplete(root)
+    finally:
+        if lock is not None:
+            lock.release()
     verb = "would delete" if args.dry_run else "deleted"
     for path in removed:
         print(f"{verb} {path}")
-    if not args.dry_run and not is_url(args.dir):
-        cleanup_incomplete(root)
     print(f"{verb} {len(removed)} checkpoint(s); invalid folders are never pruned (see `fleetmarl ckpt list`)")
     return 0
