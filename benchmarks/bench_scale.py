@@ -10,6 +10,7 @@ b = 1 for a per-step cost is linear in the fleet, i.e. a constant cost per vehic
 
     python benchmarks/bench_scale.py                                  # 5, 10, 20, 50; one thread
     python benchmarks/bench_scale.py --sizes 5,10,20,50,100 --set SHARE_PARAMETERS=True --out /tmp/s.json
+    python benchmarks/bench_scale.py --sizes 5,20,40 --train-episodes 16 --set SHARE_PARAMETERS=True --set POINT_VIEW=8
 
 Prints a table and writes ``benchmarks/results/scale.json``.
 """
@@ -49,6 +50,7 @@ METRICS = {  # key: (column title, format)
     "act_ms_per_step": ("act ms/step", "{:>11.2f}"),
     "update_ms": ("update ms", "{:>9.1f}"),
     "update_ms_per_vehicle": ("update ms/veh", "{:>13.2f}"),
+    "train_ms_per_vehicle_step": ("train ms/veh-step", "{:>17.3f}"),
     "peak_rss_mb": ("peak MB", "{:>8.0f}"),
     "replay_bytes_per_transition": ("replay B/trans", "{:>14,.0f}"),
     "checkpoint_agents_mb": ("agents MB", "{:>9.2f}"),
@@ -80,7 +82,24 @@ def _to_torch(obs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(v) for k, v in obs.items()}
 
 
-def measure(config: Config, steps: int, repeats: int, ortools_steps: int) -> dict[str, Any]:
+def train_ms_per_vehicle_step(config: Config, episodes: int) -> float:
+    """Wall ms per vehicle-step of ``fleetmarl train`` for ``episodes`` episodes: acting, stepping, storing,
+    sampling and updating together, learning after 256 warm-up transitions (the default 4,096 would leave
+    a short run without updates), without the one-time pre-training burst, checkpoints, TensorBoard or
+    evaluation: what the cost of a long run grows with."""
+    from fleetmarl.trainer import train
+
+    with tempfile.TemporaryDirectory() as root:
+        run = config.replace(NUM_EPISODES=episodes, PRETRAIN_UPDATES=0, WARMUP_TRANSITIONS=256, ENABLE_MODEL_CHECKPOINTING=False,
+                             ENABLE_TENSORBOARD=False, EVAL_INTERVAL=0, PROGRESS_BAR=False,
+                             CHECKPOINTS_DIR=str(Path(root) / "checkpoints"), LOG_DIR=str(Path(root) / "runs"))
+        start = time.perf_counter()
+        train(run, log=lambda _message: None)
+        wall = time.perf_counter() - start
+    return 1000.0 * wall / (episodes * config.MAX_NUM_STEPS * config.NUM_AGENTS)
+
+
+def measure(config: Config, steps: int, repeats: int, ortools_steps: int, train_episodes: int = 0) -> dict[str, Any]:
     """Every metric of one fleet size (in this process)."""
     torch.manual_seed(0)
     env = BatchedSamplingEnv(config, num_envs=config.NUM_ENVS)
@@ -120,6 +139,8 @@ def measure(config: Config, steps: int, repeats: int, ortools_steps: int) -> dic
         "checkpoint_agents_mb": agents_bytes / 1e6,
         "greedy_ms_per_decision": 1000.0 * greedy_s / decisions,
     }
+    if train_episodes > 0:
+        row["train_ms_per_vehicle_step"] = train_ms_per_vehicle_step(config, train_episodes)
     if ortools_steps > 0:
         row["ortools_ms_per_decision"] = ortools_ms(config, ortools_steps)
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB
@@ -173,19 +194,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="environment steps that fill the buffer")
     parser.add_argument("--repeats", type=int, default=7, help="timed calls of act and update (median)")
     parser.add_argument("--ortools-steps", type=int, default=30, help="OR-Tools decisions timed per size (0 = skip)")
+    parser.add_argument("--train-episodes", type=int, default=0,
+                        help="also time `fleetmarl train` for this many episodes per size (0 = skip; 16 in the docs)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one size, print JSON
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     base = apply_overrides(Config(), args.overrides)
     if args.one is not None:
-        print(json.dumps(measure(fleet_config(base, args.one), args.steps, args.repeats, args.ortools_steps)))
+        print(json.dumps(measure(fleet_config(base, args.one), args.steps, args.repeats, args.ortools_steps,
+                                 args.train_episodes)))
         return
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         command = [sys.executable, __file__, "--one", str(size), "--threads", str(args.threads), "--steps",
                    str(args.steps), "--repeats", str(args.repeats), "--ortools-steps", str(args.ortools_steps),
-                   *(f"--set={o}" for o in args.overrides)]
+                   "--train-episodes", str(args.train_episodes), *(f"--set={o}" for o in args.overrides)]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             print(f"{size} vehicles failed (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]}")

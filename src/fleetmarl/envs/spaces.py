@@ -88,6 +88,10 @@ class ObservationDims:
     """point-feature column that is 1 for a point an agent can still serve (None: every row counts)"""
     heading_column: int | None = None
     """point-feature column > 0 when some vehicle already heads to the point (None: not known)"""
+    distance_column: int | None = None
+    """point-feature column of the vehicle's distance to the point (a POINT_VIEW ranks by it)"""
+    feasible_column: int | None = None
+    """point-feature column that is 1 where the vehicle may choose the point now (ranked first by a POINT_VIEW)"""
 
 
 def stay_action(num_points: int) -> int:
@@ -109,6 +113,8 @@ def observation_dims(config: Config) -> ObservationDims:
         num_actions=config.NUM_POINTS + 2,
         active_column=POINT["active"],
         heading_column=POINT["heading"],
+        distance_column=POINT["distance"],
+        feasible_column=POINT["feasible"],
     )
 
 

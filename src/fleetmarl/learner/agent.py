@@ -111,7 +111,7 @@ class AgentTeam(nn.Module):
         c = self.config
         if self.shared:
             return SharedActor(self.dims, c.HIDDEN_DIM, c.EMBED_DIM, c.TRANSFORMER_HEADS, c.TRANSFORMER_LAYERS,
-                               continuous=self.continuous)
+                               continuous=self.continuous, view=c.POINT_VIEW)
         return Actor(self.dims.num_agents, self.dims, c.HIDDEN_DIM, c.EMBED_DIM, c.TRANSFORMER_HEADS,
                      c.TRANSFORMER_LAYERS, continuous=self.continuous)
 
@@ -119,7 +119,7 @@ class AgentTeam(nn.Module):
         """One stacked centralised critic (online or target)."""
         c = self.config
         if self.shared:
-            return SharedCritic(self.dims, c.HIDDEN_DIM, c.EMBED_DIM, continuous=self.continuous)
+            return SharedCritic(self.dims, c.HIDDEN_DIM, c.EMBED_DIM, continuous=self.continuous, view=c.POINT_VIEW)
         return CentralCritic(self.dims.num_agents, self.dims, c.HIDDEN_DIM, c.EMBED_DIM, continuous=self.continuous)
 
     @property

@@ -166,6 +166,14 @@ class MADDPG:
         blocked = self._heading_taken(obs).unsqueeze(1) | claimed_before(actions, n)  # (B, A, N)
         return torch.cat([mask[..., :n] & ~blocked, mask[..., n:]], dim=-1)
 
+    def _in_view(self, offered: torch.Tensor, net: torch.Tensor) -> torch.Tensor:
+        """``offered`` (A, B, K) without the points outside the actor's POINT_VIEW (their logit is the
+        INACTIVE_LOGIT fill): a teacher's choice of a far point is no label the actor could follow."""
+        if not self.config.POINT_VIEW:
+            return offered
+        n = self.dims.num_points
+        return torch.cat([offered[..., :n] & (net[..., :n] > INACTIVE_LOGIT), offered[..., n:]], dim=-1)
+
     def _policy_out(self, network: torch.nn.Module, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(the network's own output, what the policy acts on), both (A, B, K|D) float32: the second adds
         the prior dispatcher's bonus (:mod:`fleetmarl.learner.prior`) when the team has one."""
@@ -252,7 +260,7 @@ class MADDPG:
         replayed = self._replay_actions(batch.actions)  # (B, A, K|D)
         if self.continuous:
             return actor_objective(self._frozen_q(critic, obs, out, replayed))
-        offered = self._offered(obs, batch.actions).transpose(0, 1)  # (A, B, K)
+        offered = self._in_view(self._offered(obs, batch.actions).transpose(0, 1), net)  # (A, B, K)
         own = straight_through_gumbel(out, offered)
         live = net.masked_fill(net <= INACTIVE_LOGIT, 0.0)  # slots without a point are no logit to shrink; the prior is none
         q = self._frozen_q(critic, obs, own, replayed)  # (A, B)
@@ -265,8 +273,8 @@ class MADDPG:
     def pretrain_loss(self, batch: Batch, critic: CriticStep) -> torch.Tensor:
         """Cross-entropy towards the *replayed* choices on every decision, (A,): behaviour cloning of the
         dispatcher that filled the buffer during warm-up (no Q-filter: the critic is still new)."""
-        _, out = self._policy_out(self.team.actor, batch.obs)
-        offered = self._offered(batch.obs, batch.actions).transpose(0, 1)
+        net, out = self._policy_out(self.team.actor, batch.obs)
+        offered = self._in_view(self._offered(batch.obs, batch.actions).transpose(0, 1), net)
         return self.imitation_loss(batch, critic, out, offered, self._replay_actions(batch.actions),
                                    labels=batch.actions.long().transpose(0, 1), q_filter=False)
 

@@ -32,18 +32,38 @@ def fold(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(1, x.shape[0] * x.shape[1], *x.shape[2:])
 
 
-def select_folded_rows(points: torch.Tensor, active_column: int | None) -> PointRows:
+def select_folded_rows(points: torch.Tensor, dims: ObservationDims, view: int = 0) -> PointRows:
     """The active rows of points (A, B, N, F) as :class:`PointRows` of the folded batch (sample = a * B + b),
-    rows (1, T, F). Each vehicle's own active column decides; only the T kept rows are gathered, so the
-    agent-major view (a transpose of the replay's (B, A, N, F)) is never copied whole."""
+    rows (1, T, F). Each vehicle's own active column decides, and with ``view`` > 0 only its ``view``
+    nearest of them are kept (:func:`nearest_rows`). Only the T kept rows are gathered, so the agent-major
+    view (a transpose of the replay's (B, A, N, F)) is never copied whole."""
     a, b, n, _ = points.shape
-    if active_column is None:
+    if dims.active_column is None:
         keep = torch.ones(a * b, n, dtype=torch.bool, device=points.device)
     else:
-        keep = (points[..., active_column] > 0.5).reshape(a * b, n)
+        keep = (points[..., dims.active_column] > 0.5).reshape(a * b, n)
+        if 0 < view < n and bool((keep.sum(-1) > view).any()):
+            keep = nearest_rows(keep, points, dims, view)
     sample, slot, count, groups, regroup = row_layout(keep)
     rows = points[sample // b, sample % b, slot].unsqueeze(0)  # (1, T, F)
     return PointRows(rows, sample, slot, count, n, groups, regroup)
+
+
+def nearest_rows(keep: torch.Tensor, points: torch.Tensor, dims: ObservationDims, view: int) -> torch.Tensor:
+    """``keep`` (A*B, N) cut to each vehicle's ``view`` nearest kept points, those it may choose now first.
+
+    Why: the points grow with the fleet, and a vehicle that reads all of them costs O(N) per row and O(N^2)
+    per attention; a far point is rarely the one to take. Ranking by distance minus the feasible flag puts
+    every point the vehicle can take ahead of the ones it cannot (distances are scaled into [0, 1]).
+    """
+    rank = points[..., dims.distance_column].reshape(keep.shape).float()
+    if dims.feasible_column is not None:
+        feasible = points[..., dims.feasible_column].reshape(keep.shape) > 0.5
+        if dims.heading_column is not None:  # a point another vehicle heads to is taken: after the free ones
+            feasible = feasible & ~(points[..., dims.heading_column].reshape(keep.shape) > 0)
+        rank = rank - feasible.float()
+    nearest = rank.masked_fill(~keep, float("inf")).topk(view, dim=-1, largest=False, sorted=False).indices
+    return keep & torch.zeros_like(keep).scatter_(1, nearest, True)
 
 
 class SharedActor(Actor):
@@ -52,9 +72,10 @@ class SharedActor(Actor):
     and N; ``other_obs`` may hold any number of rows."""
 
     def __init__(self, dims: ObservationDims, hidden_dim: int, embed_dim: int, heads: int, layers: int, *,
-                 continuous: bool = False) -> None:
+                 continuous: bool = False, view: int = 0) -> None:
         super().__init__(1, dims, hidden_dim, embed_dim, heads, layers, continuous=continuous,
                          other_width=2 * embed_dim)
+        self.dims, self.view = dims, view
         self.other_width = embed_dim
         self.other_encoder = nn.Sequential(StackedLinear(1, dims.other, embed_dim), nn.ReLU(),
                                            StackedLinear(1, embed_dim, embed_dim), nn.ReLU())
@@ -67,7 +88,7 @@ class SharedActor(Actor):
 
     def forward(self, state: torch.Tensor, point_features: torch.Tensor, other_obs: torch.Tensor) -> torch.Tensor:
         a, b = state.shape[:2]
-        rows = select_folded_rows(point_features, self.active_column)
+        rows = select_folded_rows(point_features, self.dims, self.view)
         tokens, pooled = self.encoder(rows)  # (1, T, E), (1, A*B, 2E)
         others = self.pool_others(fold(other_obs))
         context = self.context(torch.cat([fold(state), others, pooled], dim=-1))  # (1, A*B, H)
@@ -84,8 +105,10 @@ class SharedCritic(nn.Module):
     the actor loss's "agent i acts fresh, the others as replayed" in one pass. Output Q (A, B).
     """
 
-    def __init__(self, dims: ObservationDims, hidden_dim: int, embed_dim: int, *, continuous: bool = False) -> None:
+    def __init__(self, dims: ObservationDims, hidden_dim: int, embed_dim: int, *, continuous: bool = False,
+                 view: int = 0) -> None:
         super().__init__()
+        self.dims, self.view = dims, view
         self.continuous = continuous
         self.num_points = dims.num_points
         self.active_column = dims.active_column
@@ -107,7 +130,7 @@ class SharedCritic(nn.Module):
 
     def embed_points(self, point_features: torch.Tensor) -> EmbeddedPoints:
         """(A, B, N, F) -> :class:`EmbeddedPoints` over the folded batch: tokens (1, T, E), pooled (1, A*B, 2E)."""
-        rows = select_folded_rows(point_features, self.active_column)
+        rows = select_folded_rows(point_features, self.dims, self.view)
         tokens = self.encoder(rows.rows)
         return EmbeddedPoints(tokens, rows.pool(tokens), rows)
 
