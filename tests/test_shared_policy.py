@@ -285,3 +285,18 @@ def test_smoke_training_with_shared_parameters(tmp_path: Path) -> None:
     result = quiet_train(config_for(tmp_path, "smoke", NUM_EPISODES=8, ENABLE_MODEL_CHECKPOINTING=False))
     assert len(result.state.episode_rewards_log) == 8 and all(np.isfinite(result.state.episode_rewards_log))
     assert all(torch.isfinite(v).all() for v in weights(result).values())
+
+
+def test_the_disk_estimate_counts_the_shared_weights_once(tmp_path: Path) -> None:
+    """The start line's estimate: a shared checkpoint's agent_0.pth holds the one network, so its size
+    does not grow with the fleet, while per-vehicle checkpoints hold one network per vehicle."""
+    from fleetmarl.trainer.checkpoint_folder import CheckpointFolder
+    from fleetmarl.trainer.parts import build_parts
+
+    def estimate(share: bool, agents: int) -> int:
+        config = config_for(tmp_path, f"est_{share}_{agents}", SHARE_PARAMETERS=share, NUM_AGENTS=agents,
+                            NUM_POINTS=12, SAVE_REPLAY_BUFFER=False)
+        return CheckpointFolder(config, log=lambda _m: None).estimate_disk(build_parts(config))
+
+    assert estimate(True, 2) == estimate(True, 4)
+    assert estimate(False, 4) > 1.9 * estimate(False, 2)

@@ -59,9 +59,10 @@ class CheckpointFolder:
         c, buffer = self.config, parts.buffer
         agent_bytes = sum(t.numel() * t.element_size() for t in parts.agents[0].state_dict().values())
         per_agent = agent_bytes * 4  # weights, targets, two Adam moments
+        files = 1 if parts.agents[0].team.shared else len(parts.agents)  # shared: agent_0.pth holds them once
         head = (buffer.chunk_transitions * buffer.bytes_per_transition() + 8 * c.CAPACITY) if c.SAVE_REPLAY_BUFFER else 0
         total, saves = ckpt.estimate_run_bytes(
-            fixed_per_checkpoint=per_agent * len(parts.agents), head_bytes=head,
+            fixed_per_checkpoint=per_agent * files, head_bytes=head,
             transition_bytes=(buffer.bytes_per_transition() + buffer.frame_bytes() // c.MAX_NUM_STEPS)
             if c.SAVE_REPLAY_BUFFER else 0,
             episodes_left=max(0, c.NUM_EPISODES - parts.state.episode), save_interval=c.MODEL_SAVE_INTERVAL,
