@@ -121,17 +121,22 @@ def busy_vehicle_sooner(obs: dict[str, np.ndarray], config: Config, margin_s: fl
     state, features, others = state[idle], features[idle], others[idle]  # (N, S), (N, P, F), (N, K, O)
     fastest = max(config.fleet()["speeds"])
     size = config.MAP_SIZE
-    own = features[..., POINT["distance"]] * size * np.sqrt(2.0) / (state[:, STATE["speed"], None] * fastest)
-    position = others[..., [OTHER["dx"], OTHER["dy"]]] * size                  # (N, K, 2), relative to the vehicle
-    trip_end = others[..., [OTHER["target_dx"], OTHER["target_dy"]]] * size
-    speed = np.maximum(others[..., OTHER["speed"]], 1e-6) * fastest  # a row of zeros (no vehicle) stays finite
-    busy = (others[..., OTHER["to_point"]] > 0.5) | (others[..., OTHER["to_base"]] > 0.5)
-    points = features[..., [POINT["dx"], POINT["dy"]]] * size                 # (N, P, 2)
-    onward = np.linalg.norm(points[:, None] - trip_end[:, :, None], axis=-1)  # (N, K, P)
-    theirs = (np.linalg.norm(trip_end - position, axis=-1)[..., None] + onward) / speed[..., None]
-    deadline = features[..., POINT["deadline_left"]] * max(config.PRIORITY_DEADLINES)
-    sooner = busy[..., None] & (theirs < deadline[:, None]) & (theirs + margin_s <= own[:, None])
-    out[idle] = sooner.any(axis=1)
+    deadline = features[..., POINT["deadline_left"]] * max(config.PRIORITY_DEADLINES)  # (N, P)
+    busy = (others[..., OTHER["to_point"]] > 0.5) | (others[..., OTHER["to_base"]] > 0.5)  # (N, K)
+    # Only (vehicle, busy other, point with time left) triples can be True: a trip time is never negative.
+    # Computing just those keeps this O(pairs that matter) instead of O(A^2 N) on a large fleet's batch.
+    row, other, point = np.nonzero(busy[:, :, None] & (deadline > 0)[:, None, :])
+    own = features[row, point, POINT["distance"]] * size * np.sqrt(2.0) / (state[row, STATE["speed"]] * fastest)
+    seen = others[row, other]                                                   # (T, O)
+    position = seen[:, [OTHER["dx"], OTHER["dy"]]] * size                      # relative to the vehicle
+    trip_end = seen[:, [OTHER["target_dx"], OTHER["target_dy"]]] * size
+    speed = np.maximum(seen[:, OTHER["speed"]], 1e-6) * fastest
+    onward = np.linalg.norm(features[row, point][:, [POINT["dx"], POINT["dy"]]] * size - trip_end, axis=-1)
+    theirs = (np.linalg.norm(trip_end - position, axis=-1) + onward) / speed
+    sooner = (theirs < deadline[row, point]) & (theirs + margin_s <= own)
+    found = np.zeros(features.shape[:2], dtype=bool)
+    found[row[sooner], point[sooner]] = True
+    out[idle] = found
     return out
 
 
