@@ -16,7 +16,7 @@ transitions; runs are forked from this process) so each run takes seconds:
 
 Prints a table and writes benchmarks/results/faults.json.
 
-    python benchmarks/faults.py [--kills 50] [--seed 0] [--episodes 16] [--no-tmpfs] [--out FILE]
+    python benchmarks/faults.py [--kills 50] [--seed 0] [--episodes 16] [--no-tmpfs] [--set KEY=VALUE] [--out FILE]
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ from fleetmarl.config import SMOKE_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-TINY = {**SMOKE_SETTINGS, "NUM_EPISODES": 16, "CAPACITY": 1024}
+BASE = {**SMOKE_SETTINGS, "NUM_EPISODES": 16, "CAPACITY": 1024}
+TINY = dict(BASE)  # what this campaign's runs train: BASE with its episodes and --set changes (campaign())
 
 
 def flags(**changes: Any) -> list[str]:
@@ -80,14 +81,15 @@ def committed(ckpt_dir: Path) -> list[Path]:
 
 
 def outcome(ckpt_dir: Path) -> tuple[list[float], dict[str, torch.Tensor]]:
-    """Reward log and every agent tensor of the newest checkpoint."""
+    """Reward log and every agent tensor of the newest checkpoint (a shared run's networks are all in
+    agent_0.pth; the other agents' files hold none)."""
     last = committed(ckpt_dir)[-1]
     state = torch.load(last / "training_state.pth", weights_only=True)
     weights = {}
     for agent_file in sorted(last.glob("agent_*.pth")):
         saved = torch.load(agent_file, weights_only=True)
         for part in ("actor", "critic", "actor_target", "critic_target"):
-            for key, value in saved[part].items():
+            for key, value in saved.get(part, {}).items():
                 weights[f"{agent_file.stem}.{part}.{key}"] = value
     return state["episode_rewards_log"], weights
 
@@ -310,8 +312,11 @@ def damage_campaign(work: Path, reference_dir: Path, rng: random.Random, kinds: 
 
 # ---------------------------------------------------------------------- campaign
 def campaign(kills: int, seed: int, tmpfs: bool = True, damage_kinds: list[str] | None = None,
-             disk_cases: int = 4, work: Path | None = None, episodes: int = 16) -> dict[str, Any]:
-    TINY["NUM_EPISODES"] = episodes
+             disk_cases: int = 4, work: Path | None = None, episodes: int = 16,
+             changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``changes`` replace keys of the tiny config, e.g. a large shared fleet, so a kill -9 is tried on it too."""
+    TINY.clear()
+    TINY.update({**BASE, "NUM_EPISODES": episodes, **(changes or {})})
     rng = random.Random(seed)
     own = work is None
     work = work or Path(tempfile.mkdtemp(prefix="fleetmarl-faults-"))
@@ -344,7 +349,7 @@ def campaign(kills: int, seed: int, tmpfs: bool = True, damage_kinds: list[str] 
     finally:
         if own:
             shutil.rmtree(work, ignore_errors=True)
-    return {"config": TINY, "seed": seed, "reference_wall_s": wall, "kills": kill_rows, "full_disk": disk_rows,
+    return {"config": dict(TINY), "seed": seed, "reference_wall_s": wall, "kills": kill_rows, "full_disk": disk_rows,
             "damaged_files": damage_rows}
 
 
@@ -377,10 +382,13 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=16, help="episodes per run (a checkpoint every 4)")
     parser.add_argument("--no-tmpfs", action="store_true", help="skip the real tmpfs case (needs root)")
     parser.add_argument("--damage", nargs="*", default=None, help="only these file kinds (e.g. agent chunk)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a key of the tiny config, e.g. --set SHARE_PARAMETERS=True --set NUM_AGENTS=12")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "faults.json")
     args = parser.parse_args()
+    changes = dict(item.split("=", 1) for item in args.set)
     result = campaign(args.kills, args.seed, tmpfs=not args.no_tmpfs, damage_kinds=args.damage,
-                      disk_cases=args.disk_cases, episodes=args.episodes)
+                      disk_cases=args.disk_cases, episodes=args.episodes, changes=changes)
     rows = [("fault", "runs", "outcome"), *summary(result)]
     width = [max(len(r[i]) for r in rows) for i in range(2)]
     for row in rows:
