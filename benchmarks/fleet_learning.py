@@ -15,18 +15,23 @@ wall time per fleet decision.
 
 Sizes: ``default`` (5 vehicles), ``fleet10`` (the default times 2 with fleet20's arrival factor 1.4:
 not a shipped config), ``fleet20`` and ``fleet50`` (``configs/``). OR-Tools may run on fewer episodes (the
-first N); its paired differences then use the checkpoint on those same N. Writes
+first N); its paired differences then use the checkpoint on those same N. ``--reference-cache DIR`` keeps
+the dispatchers' per-episode results, so they can be run while the checkpoints still train (no
+``--checkpoint``) and are not solved again for each later call. Writes
 ``benchmarks/results/fleet_learning.json`` (``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from fleet_configs import SEED, TimedPolicy, config_of, scaled
 from fleetmarl.config import ENV_KEYS, Config
@@ -69,12 +74,32 @@ def run_timed(make_policy, config: Config, episodes: int) -> tuple[dict, dict[st
     return per_episode, timing
 
 
+def cached_run(cache: Path | None, label: str, make_policy, config: Config, episodes: int) -> tuple[dict, dict]:
+    """``run_timed``, or a reference's earlier result on the same environment and episodes from ``cache``:
+    why: OR-Tools on fleet50 takes about a minute an episode, and a checkpoint trained later is compared
+    on the same episodes without solving them again. Checkpoints are never cached (their files may change)."""
+    if cache is None:
+        return run_timed(make_policy, config, episodes)
+    environment = json.dumps({key: getattr(config, key) for key in ENV_KEYS}, sort_keys=True, default=str)
+    stem = f"{label}_{episodes}_{SEED}_{hashlib.sha256(environment.encode()).hexdigest()[:16]}"
+    arrays, meta = cache / f"{stem}.npz", cache / f"{stem}.json"
+    if arrays.exists() and meta.exists():
+        with np.load(arrays) as saved:
+            return {key: saved[key] for key in saved.files}, json.loads(meta.read_text(encoding="utf-8"))
+    per_episode, timing = run_timed(make_policy, config, episodes)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(arrays, **per_episode)
+    meta.write_text(json.dumps(timing), encoding="utf-8")
+    return per_episode, timing
+
+
 def summary(per_episode: dict, timing: dict[str, Any]) -> dict[str, Any]:
     return {"timing": timing, **{m: {"mean": float(per_episode[m].mean()), "std": float(per_episode[m].std())}
                                  for m in METRICS}}
 
 
-def evaluate_size(name: str, checkpoints: dict[str, str], episodes: int, ortools_episodes: int) -> dict[str, Any]:
+def evaluate_size(name: str, checkpoints: dict[str, str], episodes: int, ortools_episodes: int,
+                  cache: Path | None = None) -> dict[str, Any]:
     config = size_config(name)
     rows: dict[str, Any] = {}
     results: dict[str, EntryResult] = {}
@@ -87,7 +112,8 @@ def evaluate_size(name: str, checkpoints: dict[str, str], episodes: int, ortools
             print(f"{name:8s} {label:14s} skipped: {rows[label]['skipped']}", flush=True)
     for label, entry in entries.items():
         n = ortools_episodes if label == "ortools" else episodes
-        per, timing = run_timed(entry.make_policy, config, n)
+        per, timing = cached_run(cache if entry.kind != "checkpoint" else None, f"{name}_{label}",
+                                 entry.make_policy, config, n)
         results[label] = EntryResult(entry, per)
         rows[label] = summary(per, timing)
         print(f"{name:8s} {label:14s} n={n:3d} on-time {per['on_time_rate'].mean():.4f}  service "
@@ -121,10 +147,13 @@ def per_size(text: str, default: int) -> dict[str, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", action="append", default=[], metavar="LABEL=PATH", required=True)
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="LABEL=PATH",
+                        help="repeatable; none = only the dispatchers (e.g. to fill --reference-cache)")
     parser.add_argument("--sizes", default="fleet20", help=f"comma-separated, from {', '.join(SIZES)}")
     parser.add_argument("--episodes", default="", help="SIZE=N per size (default 100 each)")
     parser.add_argument("--ortools-episodes", default="", help="SIZE=N per size (default: as --episodes; 0 = skip)")
+    parser.add_argument("--reference-cache", type=Path, default=None, metavar="DIR",
+                        help="keep the dispatchers' per-episode results here and reuse them on a later call")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
@@ -136,7 +165,7 @@ def main() -> None:
                    f"--episodes {args.episodes}" if args.episodes else "",
                    f"--ortools-episodes {args.ortools_episodes}" if args.ortools_episodes else ""]).strip(),
               "checkpoints": checkpoints,
-              "sizes": {size: evaluate_size(size, checkpoints, episodes[size], ortools[size])
+              "sizes": {size: evaluate_size(size, checkpoints, episodes[size], ortools[size], args.reference_cache)
                         for size in args.sizes.split(",")}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
