@@ -282,9 +282,16 @@ def test_shared_training_learns_without_nan() -> None:
 
 
 def test_smoke_training_with_shared_parameters(tmp_path: Path) -> None:
-    result = quiet_train(config_for(tmp_path, "smoke", NUM_EPISODES=8, ENABLE_MODEL_CHECKPOINTING=False))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = quiet_train(config_for(tmp_path, "smoke", NUM_EPISODES=8, ENABLE_MODEL_CHECKPOINTING=False,
+                                    ENABLE_TENSORBOARD=True, RUN_NAME="smoke"))
     assert len(result.state.episode_rewards_log) == 8 and all(np.isfinite(result.state.episode_rewards_log))
     assert all(torch.isfinite(v).all() for v in weights(result).values())
+    events = EventAccumulator(str(tmp_path / "runs" / "smoke"))
+    events.Reload()
+    assert sorted(t for t in events.Tags()["scalars"] if t.startswith("lr/")) == [
+        "lr/agent_0_actor", "lr/agent_0_critic"]  # one optimizer pair, logged once
 
 
 def test_the_disk_estimate_counts_the_shared_weights_once(tmp_path: Path) -> None:

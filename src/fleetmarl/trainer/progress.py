@@ -43,8 +43,10 @@ def _log_episodes(parts: RunParts, result: RoundResult, logger: RunLogger) -> No
 
 def _log_training(parts: RunParts, result: RoundResult, logger: RunLogger) -> None:
     """The round's last losses, every agent's learning rates, the exploration noise the round used and the
-    buffer's fill, at the round's last episode."""
-    c, s, agents = parts.config, parts.state, parts.agents
+    buffer's fill, at the round's last episode. A shared team has one pair of optimizers: its rates are
+    logged once, as agent 0's, not as 50 identical curves on fleet50."""
+    c, s = parts.config, parts.state
+    agents = parts.agents[:1] if c.SHARE_PARAMETERS else parts.agents
     lrs = {f"lr/agent_{i}_actor": a.actor_optimizer.param_groups[0]["lr"] for i, a in enumerate(agents)}
     lrs.update({f"lr/agent_{i}_critic": a.critic_optimizer.param_groups[0]["lr"] for i, a in enumerate(agents)})
     logger.scalars({**{f"loss/{k}": v for k, v in result.losses.items()}, **lrs,
