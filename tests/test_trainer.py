@@ -185,3 +185,46 @@ def test_updates_run_every_update_every_steps_once_warm_up_is_stored(tiny_config
     first = -(-max(c.WARMUP_TRANSITIONS, c.BATCH_SIZE) // c.NUM_ENVS)  # the step that stores the last warm-up transition
     due = sum(1 for step in range(first, steps + 1) if step % every == 0)
     assert result.state.updates == c.PRETRAIN_UPDATES + due * c.UPDATES_PER_ROUND
+
+
+def test_a_stop_asked_during_pre_training_says_how_long_it_will_wait(tiny_config: Config) -> None:
+    """The pre-training burst runs inside a round and a checkpoint only falls between rounds, so a stop
+    asked for during it waits for all of it: the signal's answer must say how many updates are left (on
+    fleet20 that is ~40 minutes, longer than many schedulers' grace period)."""
+    import signal
+
+    from fleetmarl.trainer import Trainer
+
+    c = tiny_config.replace(ENABLE_MODEL_CHECKPOINTING=False, PRETRAIN_UPDATES=3)
+    messages: list[str] = []
+    trainer = Trainer(c, log=messages.append)
+    update = trainer.rollout._update
+    seen: list[str | None] = []
+
+    def watched(*, imitate: bool = False):
+        if imitate:
+            seen.append(trainer.rollout.busy())
+            if len(seen) == 2:
+                trainer.stop._handle(signal.SIGTERM, None)
+        return update(imitate=imitate)
+
+    trainer.rollout._update = watched
+    result = trainer.run()
+    assert seen[0].startswith("3 of 3 pre-training updates are left;")
+    assert seen[1].startswith("2 of 3 pre-training updates are left (about")
+    assert any("2 of 3 pre-training updates are left" in m and "a second signal stops now" in m for m in messages)
+    assert trainer.rollout.busy() is None  # the burst is over: a stop now only waits for the round
+    assert result.stopped_early and result.state.updates >= 3
+
+
+def test_a_stop_outside_pre_training_adds_nothing_and_a_second_one_exits() -> None:
+    import signal
+
+    from fleetmarl.trainer.stop import StopRequest
+
+    messages: list[str] = []
+    stop = StopRequest(messages.append)
+    stop._handle(signal.SIGINT, None)
+    assert stop.requested and len(messages) == 1 and "finishing this round" in messages[0]
+    with pytest.raises(SystemExit):
+        stop._handle(signal.SIGINT, None)

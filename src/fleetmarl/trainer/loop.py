@@ -59,7 +59,7 @@ class Trainer:
         resumed, self.disk_estimate = self._open(resume)
         self.log_dir = self._log_dir()
         self.logger = RunLogger(self.log_dir, purge_step=self.state.episode or None)
-        self.stop = StopRequest(self.log)
+        self.stop = StopRequest(self.log, busy=self.rollout.busy)
         self.evaluations = EvaluationSchedule(p, self.logger)
         self.checkpoints = CheckpointSchedule(p, self.folder, self.logger, self.stop, log=self.log,
                                               on_checkpoint=on_checkpoint, resumed=resumed)

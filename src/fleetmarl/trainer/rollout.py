@@ -16,6 +16,7 @@ keeps its choices for the Q-filtered imitation.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,9 @@ class Rollout:
         self._dispatcher: BatchPolicy | None = None  # warm-up actor, built on use
         self.teacher = self._build_teacher()
         """asked on every step's observation; the buffer keeps its choices for the Q-filtered imitation"""
+        self._pretrain_done: int | None = None
+        """imitation updates done while the pre-training burst runs, None outside it"""
+        self._pretrain_started = 0.0
 
     def run_round(self) -> RoundResult:
         """One synchronous round: NUM_ENVS episodes of (at most) MAX_NUM_STEPS steps, with updates."""
@@ -97,12 +101,29 @@ class Rollout:
         c = p.config
         ready = max(c.WARMUP_TRANSITIONS, c.BATCH_SIZE)
         if len(p.buffer) >= ready and p.algo.updates == 0 and self.warmup_policy != "random":
-            for _ in range(c.PRETRAIN_UPDATES):
+            self._pretrain_started = time.monotonic()
+            for done in range(c.PRETRAIN_UPDATES):
+                self._pretrain_done = done
                 losses = self._update(imitate=True)
+            self._pretrain_done = None
         if len(p.buffer) >= ready and p.state.env_steps % c.UPDATE_EVERY == 0:
             for _ in range(c.UPDATES_PER_ROUND):
                 losses = self._update()
         return losses
+
+    def busy(self) -> str | None:
+        """Why a stop asked for now waits long, or None. The pre-training burst runs inside a round and a
+        checkpoint only falls between rounds, so a stop waits for the whole burst (minutes on a large
+        fleet): a user under a scheduler's grace period needs to know that, and how long."""
+        done = self._pretrain_done
+        if done is None:
+            return None
+        total = self.parts.config.PRETRAIN_UPDATES
+        left = f"{total - done} of {total} pre-training updates are left"
+        if done:
+            seconds = (time.monotonic() - self._pretrain_started) / done * (total - done)
+            left += f" (about {seconds:.0f} s)" if seconds < 90 else f" (about {seconds / 60:.0f} min)"
+        return left + "; the checkpoint comes after them and the rest of this round"
 
     def _store(self, obs: Observation, actions: np.ndarray, rewards: np.ndarray, next_obs: Observation,
                terminated: np.ndarray, dones: np.ndarray, infos: dict[str, Any],

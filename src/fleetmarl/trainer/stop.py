@@ -17,8 +17,10 @@ from typing import Any
 class StopRequest:
     """Whether a stop was asked for; :meth:`install` makes the signals ask."""
 
-    def __init__(self, log: Callable[[str], None]) -> None:
+    def __init__(self, log: Callable[[str], None], busy: Callable[[], str | None] = lambda: None) -> None:
         self.log = log
+        self.busy = busy
+        """says why the round in progress will take long to finish (None: it will not)"""
         self.requested = False
         self._previous: dict[int, Any] = {}
 
@@ -43,3 +45,6 @@ class StopRequest:
         self.requested = True
         self.log(f"⏸ {signal.Signals(signum).name} received: finishing this round of episodes, saving a "
                  "checkpoint, then exiting (signal again to stop at once)")
+        busy = self.busy()
+        if busy:
+            self.log(f"⏸ {busy}; a second signal stops now and keeps only the checkpoints already saved")
