@@ -10,6 +10,7 @@ wall time per fleet decision.
 
     python benchmarks/fleet_learning.py --checkpoint s1=runs/f20_s1/checkpoints/checkpoint_ep400_... \\
         --sizes fleet20 --episodes fleet20=100
+    python benchmarks/fleet_learning.py --checkpoint s1_all=CKPT --point-view s1_all=0 --sizes fleet20
     python benchmarks/fleet_learning.py --checkpoint fleet20=CKPT --checkpoint default5=CKPT5 \\
         --sizes default,fleet10,fleet20,fleet50 --episodes fleet50=20 --ortools-episodes fleet50=8
 
@@ -58,10 +59,12 @@ def size_config(name: str) -> Config:
     return config_of(name)
 
 
-def checkpoint_on(path: str, environment: Config) -> Config:
+def checkpoint_on(path: str, environment: Config, view: int | None = None) -> Config:
     """The checkpoint's own config (its learner: sharing, view, prior) on ``environment``'s environment keys,
-    as ``fleetmarl eval CKPT --set NUM_AGENTS=...`` builds it."""
-    return saved_config(path).replace(**{key: getattr(environment, key) for key in ENV_KEYS})
+    as ``fleetmarl eval CKPT --set NUM_AGENTS=...`` builds it; ``view`` replaces a shared one's POINT_VIEW
+    (``--set POINT_VIEW=...``)."""
+    config = saved_config(path).replace(**{key: getattr(environment, key) for key in ENV_KEYS})
+    return config if view is None else config.replace(POINT_VIEW=view)
 
 
 def run_timed(make_policy, config: Config, episodes: int) -> tuple[dict, dict[str, Any]]:
@@ -99,14 +102,14 @@ def summary(per_episode: dict, timing: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_size(name: str, checkpoints: dict[str, str], episodes: int, ortools_episodes: int,
-                  cache: Path | None = None) -> dict[str, Any]:
+                  cache: Path | None = None, views: dict[str, int] | None = None) -> dict[str, Any]:
     config = size_config(name)
     rows: dict[str, Any] = {}
     results: dict[str, EntryResult] = {}
     entries = {ref: policy_entry(ref, config) for ref in REFERENCES if ref != "ortools" or ortools_episodes > 0}
     for label, path in checkpoints.items():
         try:
-            entries[label] = checkpoint_entry(path, config=checkpoint_on(path, config))
+            entries[label] = checkpoint_entry(path, config=checkpoint_on(path, config, (views or {}).get(label)))
         except UserError as error:  # a per-vehicle checkpoint on another size: say so, go on
             rows[label] = {"skipped": str(error).splitlines()[0]}
             print(f"{name:8s} {label:14s} skipped: {rows[label]['skipped']}", flush=True)
@@ -149,6 +152,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", action="append", default=[], metavar="LABEL=PATH",
                         help="repeatable; none = only the dispatchers (e.g. to fill --reference-cache)")
+    parser.add_argument("--point-view", action="append", default=[], metavar="LABEL=V",
+                        help="evaluate that shared checkpoint with POINT_VIEW=V (0 = every point), not its own")
     parser.add_argument("--sizes", default="fleet20", help=f"comma-separated, from {', '.join(SIZES)}")
     parser.add_argument("--episodes", default="", help="SIZE=N per size (default 100 each)")
     parser.add_argument("--ortools-episodes", default="", help="SIZE=N per size (default: as --episodes; 0 = skip)")
@@ -157,15 +162,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
+    views = {label: int(v) for label, v in (item.split("=", 1) for item in args.point_view)}
     episodes = per_size(args.episodes, 100)
     ortools = {size: min(n, episodes[size]) for size, n in per_size(args.ortools_episodes, 10**9).items()}
     record = {"machine": machine(), "python": platform.python_version(), "seed": SEED,
               "command": "python benchmarks/fleet_learning.py " + " ".join(
-                  [*(f"--checkpoint {c}" for c in args.checkpoint), f"--sizes {args.sizes}",
+                  [*(f"--checkpoint {c}" for c in args.checkpoint), *(f"--point-view {v}" for v in args.point_view),
+                   f"--sizes {args.sizes}",
                    f"--episodes {args.episodes}" if args.episodes else "",
                    f"--ortools-episodes {args.ortools_episodes}" if args.ortools_episodes else ""]).strip(),
-              "checkpoints": checkpoints,
-              "sizes": {size: evaluate_size(size, checkpoints, episodes[size], ortools[size], args.reference_cache)
+              "checkpoints": checkpoints, "point_views": views,
+              "sizes": {size: evaluate_size(size, checkpoints, episodes[size], ortools[size], args.reference_cache, views)
                         for size in args.sizes.split(",")}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")

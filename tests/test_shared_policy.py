@@ -257,6 +257,31 @@ def test_a_per_vehicle_checkpoint_refuses_another_fleet_size(tmp_path: Path, cap
     assert "SHARE_PARAMETERS" in capsys.readouterr().err
 
 
+def test_a_shared_checkpoint_reads_as_many_points_as_asked_at_evaluation(shared_checkpoint: Path, tmp_path: Path,
+                                                                       capsys) -> None:
+    """POINT_VIEW is not a shape: a shared checkpoint may read fewer (or all) points than it trained with,
+    and a per-vehicle one refuses the key in one line, exit 2."""
+    from fleetmarl import load_policy
+    from fleetmarl.envs import SamplingEnv
+
+    wide = load_policy(shared_checkpoint)
+    narrow = load_policy(shared_checkpoint, overrides=("POINT_VIEW=1",))
+    assert wide.config.POINT_VIEW == 0 and narrow.config.POINT_VIEW == 1
+    assert narrow.algo.team.actor.view == 1
+    env = SamplingEnv(narrow.config)
+    differs = False
+    for seed in range(20):
+        observations, _ = env.reset(seed=seed)
+        differs |= wide.act(observations) != narrow.act(observations)
+    assert differs, "a one-point view chose as every point did on 20 starts"
+    assert _eval(capsys, str(shared_checkpoint), "--episodes", "1", "--set", "POINT_VIEW=1")["metrics"]
+    per_vehicle = quiet_train(config_for(tmp_path, "pv", SHARE_PARAMETERS=False, NUM_EPISODES=2,
+                                         MODEL_SAVE_INTERVAL=2)).last_checkpoint
+    assert main(["eval", str(per_vehicle), "--episodes", "1", "--set", "POINT_VIEW=2"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "SHARE_PARAMETERS" in lines[0] and "POINT_VIEW" in lines[0], lines
+
+
 # ---------------------------------------------------------------------- learning
 def test_shared_training_learns_without_nan() -> None:
     """The shared critic fits the rewards on the update's own path (PER, TD3, delayed actor, imitation on),

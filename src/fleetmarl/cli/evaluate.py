@@ -174,16 +174,20 @@ def _compare_entries(args: argparse.Namespace) -> list:
         elif spec == first_ckpt and not any(e.kind == "checkpoint" for e in entries):
             entries.append(first)
         else:
-            entries.append(checkpoint_entry(spec, config=_join_environment(saved_config(spec), shared)))
+            entries.append(checkpoint_entry(spec, config=_join_environment(saved_config(spec), shared, args.overrides)))
     _unique_names(entries)
     return entries
 
 
-def _join_environment(own, shared):
-    """A later checkpoint keeps its own network keys but runs on the shared environment (same episodes)."""
+def _join_environment(own, shared, overrides=()):
+    """A later checkpoint keeps its own network keys but runs on the shared environment (same episodes);
+    a ``--set POINT_VIEW`` reaches every shared-parameter checkpoint, as it reached the first."""
     from fleetmarl.config import ENV_KEYS, Config
+    from fleetmarl.eval.policy import VIEW_KEY
 
     env_values = {k: v for k, v in shared.to_dict().items() if k in ENV_KEYS}
+    if own.SHARE_PARAMETERS and any(item.partition("=")[0].strip() == VIEW_KEY for item in overrides):
+        env_values[VIEW_KEY] = shared.POINT_VIEW
     return Config.from_dict({**own.to_dict(), **env_values, "DEVICE": shared.DEVICE})
 
 
