@@ -44,7 +44,7 @@ from fleetmarl.eval.evaluation import (
     policy_entry,
     run_episodes,
 )
-from fleetmarl.eval.policy import saved_config
+from fleetmarl.eval.policy import checkpoint_run_config, saved_config
 from machine_info import machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fleet_learning.json"
@@ -61,10 +61,10 @@ def size_config(name: str) -> Config:
 
 def checkpoint_on(path: str, environment: Config, view: int | None = None) -> Config:
     """The checkpoint's own config (its learner: sharing, view, prior) on ``environment``'s environment keys,
-    as ``fleetmarl eval CKPT --set NUM_AGENTS=...`` builds it; ``view`` replaces a shared one's POINT_VIEW
-    (``--set POINT_VIEW=...``)."""
-    config = saved_config(path).replace(**{key: getattr(environment, key) for key in ENV_KEYS})
-    return config if view is None else config.replace(POINT_VIEW=view)
+    as ``fleetmarl eval CKPT --set NUM_AGENTS=...`` builds it; ``view`` is its ``--set POINT_VIEW=...``, refused
+    the same way for a per-vehicle checkpoint."""
+    own = checkpoint_run_config(saved_config(path), [] if view is None else [f"POINT_VIEW={view}"])
+    return own.replace(**{key: getattr(environment, key) for key in ENV_KEYS})
 
 
 def run_timed(make_policy, config: Config, episodes: int) -> tuple[dict, dict[str, Any]]:
