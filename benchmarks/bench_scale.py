@@ -102,8 +102,11 @@ def train_ms_per_vehicle_step(config: Config, episodes: int) -> float:
 def measure(config: Config, steps: int, repeats: int, ortools_steps: int, train_episodes: int = 0) -> dict[str, Any]:
     """Every metric of one fleet size (in this process)."""
     torch.manual_seed(0)
+    agents = build_team(config)
+    algo = build_algorithm(agents, config)
+    algo.set_episode(0)
     env = BatchedSamplingEnv(config, num_envs=config.NUM_ENVS)
-    buffer = ReplayBuffer(config, observation_dims(config), seed=0)
+    buffer = ReplayBuffer(config, observation_dims(config), seed=0, prior=algo.stored_prior())  # as the trainer's
     obs = env.reset(seed=0)
     env_s = greedy_s = 0.0
     for _ in range(steps):  # the greedy fleet fills the buffer, as the trainer's warm-up does
@@ -116,9 +119,6 @@ def measure(config: Config, steps: int, repeats: int, ortools_steps: int, train_
         dones = terminated | truncated
         buffer.add(obs, actions, rewards, infos["final_obs"] if dones.any() else nxt, dones, actions)
         obs = nxt
-    agents = build_team(config)
-    algo = build_algorithm(agents, config)
-    algo.set_episode(0)
     torch_obs = _to_torch(obs)
     act_ms = _median_ms(lambda: algo.act(torch_obs, 0.1), repeats)
     batch = buffer.sample(config.BATCH_SIZE, "cpu")

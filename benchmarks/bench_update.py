@@ -40,7 +40,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "update.json"
 
 def filled_buffer(config: Config, policy: str, steps: int = 360) -> ReplayBuffer:
     env = BatchedSamplingEnv(config, num_envs=config.NUM_ENVS)
-    buffer = ReplayBuffer(config, observation_dims(config), seed=0)
+    prior = MADDPG(build_agents(config), config).stored_prior()  # the trainer's buffer stores the prior's choices
+    buffer = ReplayBuffer(config, observation_dims(config), seed=0, prior=prior)
     rng = np.random.default_rng(0)
     obs = env.reset(seed=0)
     for _ in range(steps):

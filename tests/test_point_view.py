@@ -90,7 +90,9 @@ def test_imitation_never_asks_for_a_point_outside_the_view() -> None:
     label the actor gives the INACTIVE_LOGIT fill would cost ~1e4 per row."""
     config = Config(**{**SHARED, "NUM_POINTS": 12, "INITIAL_POINTS": 8, "POINT_VIEW": 1})
     env = BatchedSamplingEnv(config, num_envs=4)
-    buffer = ReplayBuffer(config, observation_dims(config), seed=0)
+    torch.manual_seed(0)
+    algo = MADDPG(build_agents(config), config)
+    buffer = ReplayBuffer(config, observation_dims(config), seed=0, prior=algo.stored_prior())
     obs = env.reset(seed=0)
     for _ in range(20):
         actions = greedy_policy(obs)
@@ -98,8 +100,6 @@ def test_imitation_never_asks_for_a_point_outside_the_view() -> None:
         dones = terminated | truncated
         buffer.add(obs, actions, rewards, infos["final_obs"] if dones.any() else nxt, dones, actions)
         obs = nxt
-    torch.manual_seed(0)
-    algo = MADDPG(build_agents(config), config)
     out = algo.update(buffer.sample(32, "cpu"), imitate=True)
     assert np.isfinite(float(out["actor_loss"])) and float(out["actor_loss"]) < 50.0
 

@@ -151,6 +151,9 @@ class Config:
     """with SHARE_PARAMETERS, each vehicle's networks read only its POINT_VIEW nearest active points, so an
     update's cost per vehicle stops growing with the number of points (configs/fleet20.toml); 0 = every active
     point"""
+    VEHICLE_VIEW: int = 0
+    """with SHARE_PARAMETERS, each vehicle's actor reads only its VEHICLE_VIEW nearest other vehicles, so its
+    cost per vehicle stops growing with the fleet (reading every other vehicle makes a step cost A^2); 0 = all"""
     TARGET_POLICY_NOISE_STD: float = 0.2
     """TD3 target policy smoothing: std of noise on target logits"""
     TARGET_POLICY_NOISE_CLIP: float = 0.5
@@ -481,7 +484,7 @@ def _validate(c: Config) -> None:
                 "KEEP_BEST_CHECKPOINTS", "EVAL_INTERVAL", "NUM_THREADS", "BC_WEIGHT", "BC_Q_MARGIN", "DISPATCH_PRIOR_LOGIT",
                 "PRETRAIN_UPDATES", "INITIAL_POINTS", "POINT_ARRIVAL_RATE",
                 "NOISE_STD_START", "NOISE_STD_END", "TARGET_POLICY_NOISE_STD", "TARGET_POLICY_NOISE_CLIP",
-                "PER_ALPHA", "PER_BETA", "PER_BETA_INCREMENT", "POINT_VIEW"):
+                "PER_ALPHA", "PER_BETA", "PER_BETA_INCREMENT", "POINT_VIEW", "VEHICLE_VIEW"):
         if getattr(c, key) < 0:
             fail(key, f"must not be negative, got {getattr(c, key)}")
     for key in ("GAMMA", "TAU", "NOISE_DECAY", "LR_MIN_RATIO", "PER_BETA"):
@@ -497,6 +500,9 @@ def _validate(c: Config) -> None:
     if c.POINT_VIEW and not c.SHARE_PARAMETERS:
         fail("POINT_VIEW", f"({c.POINT_VIEW}) needs SHARE_PARAMETERS=True (per-vehicle networks read every point); "
              "set SHARE_PARAMETERS=True or POINT_VIEW=0")
+    if c.VEHICLE_VIEW and not c.SHARE_PARAMETERS:
+        fail("VEHICLE_VIEW", f"({c.VEHICLE_VIEW}) needs SHARE_PARAMETERS=True (per-vehicle networks read every "
+             "vehicle); set SHARE_PARAMETERS=True or VEHICLE_VIEW=0")
     if c.EMBED_DIM % c.TRANSFORMER_HEADS:
         fail("EMBED_DIM", f"({c.EMBED_DIM}) must be divisible by TRANSFORMER_HEADS ({c.TRANSFORMER_HEADS})")
     for key in ("PRIORITY_DEADLINES", "PRIORITY_PROBS", "PRIORITY_WEIGHTS"):

@@ -92,6 +92,8 @@ class ObservationDims:
     """point-feature column of the vehicle's distance to the point (a POINT_VIEW ranks by it)"""
     feasible_column: int | None = None
     """point-feature column that is 1 where the vehicle may choose the point now (ranked first by a POINT_VIEW)"""
+    other_distance_column: int | None = None
+    """other-vehicle column of its distance to this vehicle (a VEHICLE_VIEW ranks by it)"""
 
 
 def stay_action(num_points: int) -> int:
@@ -115,6 +117,7 @@ def observation_dims(config: Config) -> ObservationDims:
         heading_column=POINT["heading"],
         distance_column=POINT["distance"],
         feasible_column=POINT["feasible"],
+        other_distance_column=OTHER["distance"],
     )
 
 

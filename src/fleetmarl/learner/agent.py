@@ -111,7 +111,7 @@ class AgentTeam(nn.Module):
         c = self.config
         if self.shared:
             return SharedActor(self.dims, c.HIDDEN_DIM, c.EMBED_DIM, c.TRANSFORMER_HEADS, c.TRANSFORMER_LAYERS,
-                               continuous=self.continuous, view=c.POINT_VIEW)
+                               continuous=self.continuous, view=c.POINT_VIEW, vehicle_view=c.VEHICLE_VIEW)
         return Actor(self.dims.num_agents, self.dims, c.HIDDEN_DIM, c.EMBED_DIM, c.TRANSFORMER_HEADS,
                      c.TRANSFORMER_LAYERS, continuous=self.continuous)
 

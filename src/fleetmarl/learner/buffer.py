@@ -30,24 +30,27 @@ from fleetmarl.learner.replay.batch import Batch, read_batch
 from fleetmarl.learner.replay.format_v1 import convert_version_1, is_version_1
 from fleetmarl.learner.replay.persistence import ReplayCheckpoint, SealedChunk
 from fleetmarl.learner.replay.sampler import ReplaySampler, SumTree
-from fleetmarl.learner.replay.storage import NOT_TAUGHT, ReplayStorage
+from fleetmarl.learner.replay.storage import NOT_TAUGHT, PRIOR_KEY, PriorFn, ReplayStorage
 
 # Batch, NOT_TAUGHT, SumTree and the checkpoint pieces are imported from here by the learner and the tests.
-__all__ = ["NOT_TAUGHT", "Batch", "ReplayBuffer", "ReplayCheckpoint", "ReplayStorage", "SealedChunk", "SumTree"]
+__all__ = ["NOT_TAUGHT", "PRIOR_KEY", "Batch", "ReplayBuffer", "ReplayCheckpoint", "ReplayStorage", "SealedChunk", "SumTree"]
 
 
 class ReplayBuffer(ReplayStorage):
     """Ring buffer of ``config.CAPACITY`` transitions; prioritized iff ``config.ENABLE_PRIORITIZED_REPLAY``.
 
-    ``action_dim``, ``layout`` and ``per_agent_dones`` are those of :class:`ReplayStorage`;
+    ``action_dim``, ``layout``, ``per_agent_dones`` and ``prior`` are those of :class:`ReplayStorage`, whose
+    views are ``config.POINT_VIEW`` and ``config.VEHICLE_VIEW``;
     ``chunk_transitions`` is the unit a checkpoint writes once (default
     :func:`~fleetmarl.learner.replay.persistence.default_chunk_transitions`).
     """
 
     def __init__(self, config: Config, dims: ObservationDims, seed: int, *, action_dim: int | None = None,
-                 layout: str = "auto", chunk_transitions: int | None = None, per_agent_dones: bool = False) -> None:
+                 layout: str = "auto", chunk_transitions: int | None = None, per_agent_dones: bool = False,
+                 prior: PriorFn | None = None) -> None:
         super().__init__(dims, int(config.CAPACITY), action_dim=action_dim, layout=layout,
-                         per_agent_dones=per_agent_dones)
+                         per_agent_dones=per_agent_dones, view=int(config.POINT_VIEW),
+                         vehicle_view=int(config.VEHICLE_VIEW), prior=prior)
         self.config = config
         self.sampler = ReplaySampler(config, self.capacity, seed)
         self.chunk_transitions = int(chunk_transitions or persistence.default_chunk_transitions(self.capacity))

@@ -32,6 +32,7 @@ trainer, ``fleetmarl eval`` and the guide's ``agent.act`` choose the same action
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -52,7 +53,7 @@ from fleetmarl.learner.actions import (
 from fleetmarl.learner.agent import AgentTeam, MADDPGAgent
 from fleetmarl.learner.networks import INACTIVE_LOGIT, EmbeddedPoints
 from fleetmarl.learner.precision import autocast_dtype
-from fleetmarl.learner.prior import prior_logits
+from fleetmarl.learner.prior import dispatcher_choices, prior_logits
 
 Teacher = Callable[[dict[str, np.ndarray]], np.ndarray]
 """A reference policy: batched observation dict (B, A, ...) -> actions (B, A), e.g. the greedy dispatcher.
@@ -60,6 +61,7 @@ The trainer asks the teacher at acting time and the buffer keeps its choices (``
 
 if TYPE_CHECKING:
     from fleetmarl.learner.buffer import Batch
+    from fleetmarl.learner.replay.storage import PriorFn
 
 LOGIT_REGULARISATION = 1e-3
 """Weight of mean(logits^2) in the actor loss (as in MADDPG's reference code): keeps logits on the
@@ -154,7 +156,10 @@ class MADDPG:
         return select_actions(logits, noise_std, mask, fallback=n)
 
     def _heading_taken(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, N) bool: points some vehicle already heads to (the column is the same for every agent)."""
+        """(B, N) bool: points some vehicle already heads to (the column is the same for every agent; a
+        replayed view of the points carries it for every point as ``heading_taken``)."""
+        if "heading_taken" in obs:
+            return obs["heading_taken"].to(self.device)
         return obs["point_features"][:, 0, :, self.dims.heading_column].to(self.device) > 0
 
     def _offered(self, obs: dict[str, torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
@@ -177,7 +182,7 @@ class MADDPG:
     def _policy_out(self, network: torch.nn.Module, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(the network's own output, what the policy acts on), both (A, B, K|D) float32: the second adds
         the prior dispatcher's bonus (:mod:`fleetmarl.learner.prior`) when the team has one."""
-        out = network(*self._agent_major(obs)).float()
+        out = network(*self._agent_major(obs), **self._view_slots(obs)).float()
         weight = self.team.dispatch_prior_logit
         if not weight:
             return out, out
@@ -187,6 +192,19 @@ class MADDPG:
     def _agent_major(self, obs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """(B, A, ...) observation tensors -> (A, B, ...) float32, agent-major for the stacked networks."""
         return [obs[k].to(self.device, torch.float32).transpose(0, 1) for k in ACTOR_INPUT_KEYS]
+
+    def _view_slots(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``{"point_slots": (A, B, V)}`` for a replayed view of the points (the ``fleet_view`` layout: which
+        slot each row is), else nothing: the networks then cut their own view of every point."""
+        slots = obs.get("point_slots")
+        return {} if slots is None else {"point_slots": slots.to(self.device).transpose(0, 1)}
+
+    def stored_prior(self) -> PriorFn | None:
+        """What the replay buffer asks once per stored frame: the choices ``prior_logits`` would ask of the
+        prior dispatcher at every update (the same arguments), or None without a prior."""
+        if not self.team.dispatch_prior_logit:
+            return None
+        return functools.partial(dispatcher_choices, together=self.coordinated, dispatcher=self.team.prior_dispatcher)
 
     # ------------------------------------------------------------------ learning
     def actor_update_due(self) -> bool:
@@ -242,11 +260,11 @@ class MADDPG:
             target_actions = self._target_actions(next_obs)  # (B, A, K|D)
             next_points = next_obs["point_features"].to(torch.float32).transpose(0, 1)
             target = team.critic_target
-            q_next = target(target.embed_points(next_points),
+            q_next = target(target.embed_points(next_points, **self._view_slots(next_obs)),
                             next_obs["state"].to(torch.float32), target_actions).float()  # (A, B)
             y = critic_rewards(batch) + bootstrap_factor(batch, c.GAMMA) * q_next  # (A, B)
         points = batch.obs["point_features"].to(torch.float32).transpose(0, 1)  # (A, B, N, F)
-        embedded = team.critic.embed_points(points)
+        embedded = team.critic.embed_points(points, **self._view_slots(batch.obs))
         q = team.critic(embedded, batch.obs["state"].to(torch.float32),
                         self._replay_actions(batch.actions)).float()  # (A, B)
         td = q - y
@@ -308,7 +326,7 @@ class MADDPG:
         if taught is None:
             raise ValueError("Q-filtered imitation needs the teacher's choices recorded in the batch (Batch.taught)")
         missing = (taught < 0).any(-1)
-        if self.relabel is not None and bool(missing.any()):
+        if self.relabel is not None and bool(missing.any()) and "point_slots" not in batch.obs:  # a view: no relabelling
             rows = missing.nonzero().squeeze(-1)
             obs = {k: v[rows].cpu().numpy() for k, v in batch.obs.items()}
             taught = taught.clone()

@@ -267,7 +267,7 @@ class PointRows:
         if 4 * index.shape[0] >= b * n:
             per_slot = x.new_zeros(x.shape[0], b * n, x.shape[-1]).index_copy(1, index, x)
             return torch.matmul(weights, per_slot.view(x.shape[0], b, n, -1))
-        per_row = weights.transpose(2, 3).reshape(x_agents, b * n, m).index_select(1, index)  # (X, T, M)
+        per_row = weights[:, self.sample, :, self.slot].transpose(0, 1)  # (X, T, M): only the kept rows' weights are read
         weighted = per_row.unsqueeze(-1) * x.unsqueeze(2)  # (A, T, M, C)
         return weighted.new_zeros(x.shape[0], b, m, x.shape[-1]).index_add(1, self.sample, weighted)
 

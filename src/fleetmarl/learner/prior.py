@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from fleetmarl.envs.policies import BatchPolicy, greedy_policy
 from fleetmarl.envs.spaces import POINT
+from fleetmarl.learner.replay.storage import PRIOR_KEY
 
 DISPATCHER_INPUT_KEYS = ("state", "point_features", "other_obs")
 """What the pure dispatchers (greedy, greedy_shift, greedy_chain) read besides the point part of the action mask, which
@@ -60,8 +61,16 @@ def prior_logits(obs: Mapping[str, torch.Tensor | np.ndarray], weight: float, nu
                  device: torch.device, *, together: bool = True,
                  dispatcher: BatchPolicy = greedy_policy) -> torch.Tensor:
     """(A, B, K) float32, agent-major like the stacked actors' logits: ``weight`` on the dispatcher's choice,
-    else 0."""
-    choice = torch.as_tensor(dispatcher_choices(obs, together=together, dispatcher=dispatcher), device=device).long()
+    else 0. Replayed observations carry the choice the replay buffer stored with them (``PRIOR_KEY``: the
+    same one, asked once per frame instead of once per update)."""
+    stored = obs.get(PRIOR_KEY)
+    if stored is not None:
+        choice = torch.as_tensor(stored, device=device).long()
+    elif "point_slots" in obs:
+        raise ValueError("a replayed view of the points (layout 'fleet_view') holds too few points to ask the prior "
+                         "dispatcher: build the ReplayBuffer with prior=algo.stored_prior()")
+    else:
+        choice = torch.as_tensor(dispatcher_choices(obs, together=together, dispatcher=dispatcher), device=device).long()
     return weight * F.one_hot(choice, num_actions).to(torch.float32).transpose(0, 1)
 
 

@@ -32,12 +32,22 @@ def fold(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(1, x.shape[0] * x.shape[1], *x.shape[2:])
 
 
-def select_folded_rows(points: torch.Tensor, dims: ObservationDims, view: int = 0) -> PointRows:
+def select_folded_rows(points: torch.Tensor, dims: ObservationDims, view: int = 0,
+                       slots: torch.Tensor | None = None) -> PointRows:
     """The active rows of points (A, B, N, F) as :class:`PointRows` of the folded batch (sample = a * B + b),
     rows (1, T, F). Each vehicle's own active column decides, and with ``view`` > 0 only its ``view``
     nearest of them are kept (:func:`nearest_rows`). Only the T kept rows are gathered, so the agent-major
-    view (a transpose of the replay's (B, A, N, F)) is never copied whole."""
+    view (a transpose of the replay's (B, A, N, F)) is never copied whole.
+
+    ``slots`` (A, B, V): ``points`` (A, B, V, F) is a view already cut (the replay's ``fleet_view`` layout),
+    row v being point ``slots[..., v]`` of ``dims.num_points``; its active rows are kept as they are."""
     a, b, n, _ = points.shape
+    if slots is not None:
+        keep = (points[..., dims.active_column] > 0.5).reshape(a * b, n)
+        sample, position, count, groups, regroup = row_layout(keep)
+        rows = points[sample // b, sample % b, position].unsqueeze(0)
+        slot = slots.reshape(a * b, n)[sample, position]
+        return PointRows(rows, sample, slot, count, dims.num_points, groups, regroup)
     if dims.active_column is None:
         keep = torch.ones(a * b, n, dtype=torch.bool, device=points.device)
     else:
@@ -66,29 +76,48 @@ def nearest_rows(keep: torch.Tensor, points: torch.Tensor, dims: ObservationDims
     return keep & torch.zeros_like(keep).scatter_(1, nearest, True)
 
 
+def nearest_others(other_obs: torch.Tensor, dims: ObservationDims, view: int) -> torch.Tensor:
+    """Which rows of ``other_obs`` (..., R, O) are the ``view`` nearest other vehicles: indices (..., view),
+    ascending (the order the rows are read in). Ties go to the lower index (a stable sort), so a replayed
+    view and one cut at acting time agree.
+
+    Why: the actor reads the other vehicles as a set pooled by mean and max; reading all A-1 of them makes
+    a step cost A^2. A far vehicle rarely changes which point to take.
+    """
+    distance = other_obs[..., dims.other_distance_column]
+    nearest = torch.sort(distance, dim=-1, stable=True).indices[..., :view]
+    return nearest.sort(-1).values
+
+
 class SharedActor(Actor):
     """One policy for every vehicle: inputs and output as :class:`~fleetmarl.learner.networks.Actor`'s
     (state (A, B, S), point_features (A, B, N, F), other_obs (A, B, A-1, O) -> (A, B, K|D)) for any A
     and N; ``other_obs`` may hold any number of rows."""
 
     def __init__(self, dims: ObservationDims, hidden_dim: int, embed_dim: int, heads: int, layers: int, *,
-                 continuous: bool = False, view: int = 0) -> None:
+                 continuous: bool = False, view: int = 0, vehicle_view: int = 0) -> None:
         super().__init__(1, dims, hidden_dim, embed_dim, heads, layers, continuous=continuous,
                          other_width=2 * embed_dim)
-        self.dims, self.view = dims, view
+        self.dims, self.view, self.vehicle_view = dims, view, vehicle_view
         self.other_width = embed_dim
         self.other_encoder = nn.Sequential(StackedLinear(1, dims.other, embed_dim), nn.ReLU(),
                                            StackedLinear(1, embed_dim, embed_dim), nn.ReLU())
 
     def pool_others(self, other_obs: torch.Tensor) -> torch.Tensor:
-        """The other vehicles as a set: (1, M, R, O) -> (1, M, 2W), mean and max of a per-row MLP; zeros for R = 0."""
+        """The other vehicles as a set: (1, M, R, O) -> (1, M, 2W), mean and max of a per-row MLP; zeros for R = 0.
+        With a ``vehicle_view`` only the nearest that many (:func:`nearest_others`; a replayed view has no more)."""
         if other_obs.shape[-2] == 0:
             return other_obs.new_zeros(*other_obs.shape[:-2], 2 * self.other_width)
+        if 0 < self.vehicle_view < other_obs.shape[-2]:
+            index = nearest_others(other_obs, self.dims, self.vehicle_view)
+            other_obs = other_obs.gather(-2, index.unsqueeze(-1).expand(*index.shape, other_obs.shape[-1]))
         return set_pool(self.other_encoder(other_obs))
 
-    def forward(self, state: torch.Tensor, point_features: torch.Tensor, other_obs: torch.Tensor) -> torch.Tensor:
+    def forward(self, state: torch.Tensor, point_features: torch.Tensor, other_obs: torch.Tensor,
+                point_slots: torch.Tensor | None = None) -> torch.Tensor:
+        """``point_slots`` (A, B, V): ``point_features`` is a view already cut (:func:`select_folded_rows`)."""
         a, b = state.shape[:2]
-        rows = select_folded_rows(point_features, self.dims, self.view)
+        rows = select_folded_rows(point_features, self.dims, self.view, point_slots)
         tokens, pooled = self.encoder(rows)  # (1, T, E), (1, A*B, 2E)
         others = self.pool_others(fold(other_obs))
         context = self.context(torch.cat([fold(state), others, pooled], dim=-1))  # (1, A*B, H)
@@ -128,9 +157,10 @@ class SharedCritic(nn.Module):
                                StackedLinear(1, hidden_dim, hidden_dim), nn.ReLU(),
                                StackedLinear(1, hidden_dim, 1))
 
-    def embed_points(self, point_features: torch.Tensor) -> EmbeddedPoints:
-        """(A, B, N, F) -> :class:`EmbeddedPoints` over the folded batch: tokens (1, T, E), pooled (1, A*B, 2E)."""
-        rows = select_folded_rows(point_features, self.dims, self.view)
+    def embed_points(self, point_features: torch.Tensor, point_slots: torch.Tensor | None = None) -> EmbeddedPoints:
+        """(A, B, N, F) (or a view (A, B, V, F) with its ``point_slots``, :func:`select_folded_rows`) ->
+        :class:`EmbeddedPoints` over the folded batch: tokens (1, T, E), pooled (1, A*B, 2E)."""
+        rows = select_folded_rows(point_features, self.dims, self.view, point_slots)
         tokens = self.encoder(rows.rows)
         return EmbeddedPoints(tokens, rows.pool(tokens), rows)
 

@@ -52,7 +52,8 @@ def build_parts(config: Config) -> RunParts:
     agents = build_team(config, device)
     algo = build_algorithm(agents, config)
     flat = {} if fleet else {"layout": "plain", "per_agent_dones": True}
-    buffer = ReplayBuffer(config, dims, seed=config.RANDOM_SEED + 1, action_dim=action_dim(config), **flat)
+    buffer = ReplayBuffer(config, dims, seed=config.RANDOM_SEED + 1, action_dim=action_dim(config),
+                          prior=algo.stored_prior(), **flat)
     env = make_batched_env(config, num_envs=config.NUM_ENVS)
     return RunParts(config=config, device=device, fleet=fleet, agents=agents, algo=algo, buffer=buffer, env=env,
                     rng=rng, state=RunState())

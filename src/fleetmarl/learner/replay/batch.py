@@ -25,7 +25,9 @@ class Batch:
     continuous actions; rewards (B, A) float32; dones (B,) float32 (1.0 = no bootstrap), or (B, A) per
     agent with ``per_agent_dones``; weights (B,) float32 importance weights (ones when uniform); indices
     (B,) int64 buffer slots, for ``update_priorities``. With ``N_STEP`` > 1, ``rewards``, ``next_obs`` and
-    ``dones`` are those of the n-step target (see ``discounts``).
+    ``dones`` are those of the n-step target (see ``discounts``). A buffer with a dispatch prior adds
+    ``prior_choice`` (B, A) int64 to both observations; the ``fleet_view`` layout holds V point rows
+    instead of N, with ``point_slots`` (B, A, V) and ``heading_taken`` (B, N) (:mod:`.codecs`).
     """
 
     obs: dict[str, torch.Tensor]
@@ -81,13 +83,11 @@ def read_batch(storage: ReplayStorage, indices: np.ndarray, weights: np.ndarray,
         tensor = torch.from_numpy(array).to(device, non_blocking=True)
         return tensor if dtype is None else tensor.to(dtype)
 
-    codec = storage.codec
-    assert codec is not None
     return Batch(
-        obs={k: put(v) for k, v in codec.decode(obs_frames).items()},
+        obs={k: put(v) for k, v in storage.decode(obs_frames).items()},
         actions=put(actions, torch.int64 if storage.action_dim is None else torch.float32),
         rewards=put(rewards),
-        next_obs={k: put(v) for k, v in codec.decode(next_frames).items()},
+        next_obs={k: put(v) for k, v in storage.decode(next_frames).items()},
         dones=put(dones, torch.float32),
         weights=put(weights),
         indices=put(indices.astype(np.int64)),

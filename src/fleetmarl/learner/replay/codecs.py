@@ -13,6 +13,11 @@ One frame at the defaults (A=5, N=30): state 320 + point rows 1,200 + shared poi
 other rows 200 + mask bits 20 = 2,400 bytes. Data that does not have this structure (tests with random
 observations, another environment) is stored with :class:`PlainFrameCodec`. A codec's ``name`` is the
 ``layout`` saved in checkpoints, so :data:`CODECS` maps saved names back to codecs.
+
+3. *A vehicle's view, not the whole fleet* (:class:`ViewFrameCodec`, a ``POINT_VIEW`` or ``VEHICLE_VIEW``
+   run): a vehicle's networks read only its V nearest points and W nearest other vehicles, so only those
+   rows are stored, with the slot or row each came from. The fleet layout's point and other-vehicle rows
+   grow as A x N and A x (A - 1), i.e. with the fleet squared; these grow as A x V and A x W.
 """
 
 from __future__ import annotations
@@ -20,10 +25,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+import torch
 
 from fleetmarl.envs.spaces import OTHER_COLUMNS, POINT, POINT_COLUMNS, STATE, ObservationDims
+from fleetmarl.learner.shared_networks import nearest_others, nearest_rows
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+NO_SLOT = -1
+"""``point_slots`` of a view row that holds no point (a vehicle that sees fewer than V active points)."""
 
 # Point columns "the same for every vehicle" (envs/spaces.py): from `samples` on.
 _SHARED_POINT = np.arange(POINT["samples"], len(POINT_COLUMNS))
@@ -64,7 +73,7 @@ class PlainFrameCodec:
 
     name = "plain"
 
-    def __init__(self, dims: ObservationDims) -> None:
+    def __init__(self, dims: ObservationDims, view: int = 0, vehicle_view: int = 0) -> None:
         a = dims.num_agents
         self.dims = dims
         self.fields = {
@@ -96,7 +105,7 @@ class FleetFrameCodec:
 
     name = "fleet"
 
-    def __init__(self, dims: ObservationDims) -> None:
+    def __init__(self, dims: ObservationDims, view: int = 0, vehicle_view: int = 0) -> None:
         a, p = dims.num_agents, dims.num_points
         self.dims = dims
         self.others = np.array([[j for j in range(a) if j != i] for i in range(a)], dtype=np.int64).reshape(a, a - 1)
@@ -177,11 +186,100 @@ def _runs(sources: list[tuple[str, int]]) -> list[tuple[int, int, str, int]]:
     return runs
 
 
-FrameCodec = PlainFrameCodec | FleetFrameCodec
-CODECS = {"plain": PlainFrameCodec, "fleet": FleetFrameCodec}
+class ViewFrameCodec(FleetFrameCodec):
+    """The fleet layout with each vehicle's view only: its ``view`` nearest points (all with 0) and its
+    ``vehicle_view`` nearest other vehicles (all with 0); module docstring, point 3.
+
+    Decodes to ``point_features`` (n, A, V, F) in slot order, ``point_slots`` (n, A, V) (``NO_SLOT`` on
+    empty rows, which are all zeros and so inactive), ``heading_taken`` (n, N) (what the coordinated
+    choices need of the points outside a vehicle's view) and ``other_obs`` (n, A, W, O) of the W nearest
+    others, in the order of their rows. Both views are cut from the fleet layout's decoded frame by the
+    functions the networks cut theirs with (:func:`~fleetmarl.learner.shared_networks.nearest_rows`,
+    :func:`~fleetmarl.learner.shared_networks.nearest_others`), so the learner reads the rows it would
+    have selected from the fleet layout.
+    """
+
+    name = "fleet_view"
+
+    def __init__(self, dims: ObservationDims, view: int = 0, vehicle_view: int = 0) -> None:
+        super().__init__(dims)
+        if view <= 0 and vehicle_view <= 0:
+            raise ValueError(f"the {self.name!r} replay layout needs POINT_VIEW or VEHICLE_VIEW > 0")
+        a, n = dims.num_agents, dims.num_points
+        self.view = min(view, n) if view > 0 else n
+        self.vehicle_view = min(vehicle_view, dims.other_rows) if vehicle_view > 0 else dims.other_rows
+        self.fields = {
+            "state": ((a, dims.state), np.float32),
+            "view_rows": ((a, self.view, dims.point), np.float16),
+            "point_slots": ((a, self.view), np.int16),
+            "heading_taken": ((_mask_bytes(n),), np.uint8),
+            "other_rows": ((a, self.vehicle_view), np.int16),
+            "other_relative": ((a, self.vehicle_view, len(_OTHER_RELATIVE)), np.float16),
+            "action_mask": ((a, _mask_bytes(dims.num_actions)), np.uint8),
+        }
+
+    def encode(self, obs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        full = super().encode(obs)
+        return self.cut(full, super().decode(full))
+
+    def cut(self, full: Mapping[str, np.ndarray], decoded: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """This layout's frames from the fleet layout's frames ``full`` and their decoding ``decoded``."""
+        points = decoded["point_features"]  # (n, A, N, F) as the fleet layout would replay them
+        slots = self.view_slots(points)
+        rows = np.take_along_axis(points, np.maximum(slots, 0)[..., None], axis=2)
+        rows[slots == NO_SLOT] = 0.0
+        others = decoded["other_obs"]  # (n, A, A-1, O)
+        if self.vehicle_view < self.dims.other_rows:
+            nearest = nearest_others(torch.from_numpy(others), self.dims, self.vehicle_view).numpy()
+        else:
+            nearest = np.broadcast_to(np.arange(self.dims.other_rows), others.shape[:-1])
+        return {
+            "state": full["state"],
+            "view_rows": rows.astype(np.float16),  # exact: the values came from float16
+            "point_slots": slots.astype(np.int16),
+            "heading_taken": _pack_mask(points[:, 0, :, POINT["heading"]] > 0),
+            "other_rows": nearest.astype(np.int16),
+            "other_relative": np.take_along_axis(full["other_relative"], nearest[..., None], axis=2),
+            "action_mask": full["action_mask"],
+        }
+
+    def view_slots(self, points: np.ndarray) -> np.ndarray:
+        """Each vehicle's view (n, A, V) of points (n, A, N, F): the slots of its kept rows in ascending
+        order (the order the networks lay rows out in), ``NO_SLOT`` after them."""
+        n, a, num_points = points.shape[:3]
+        tensor = torch.from_numpy(points)
+        keep = (tensor[..., POINT["active"]] > 0.5).reshape(n * a, num_points)
+        if self.view < num_points and bool((keep.sum(-1) > self.view).any()):
+            keep = nearest_rows(keep, tensor, self.dims, self.view)
+        keep = keep.numpy()
+        # kept slots first, in slot order: a stable sort of "not kept" moves them ahead of the rest
+        order = np.argsort(~keep, axis=-1, kind="stable")[:, : self.view]
+        slots = np.where(np.take_along_axis(keep, order, axis=-1), order, NO_SLOT)
+        return slots.reshape(n, a, self.view)
+
+    def decode(self, frames: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        d = self.dims
+        state = frames["state"]
+        n, rows = state.shape[0], frames["other_rows"].astype(np.int64)  # (n, A, W) rows of the fleet layout
+        other = np.empty((n, d.num_agents, self.vehicle_view, d.other), dtype=np.float32)
+        if self.vehicle_view:
+            vehicle = self.others[np.arange(d.num_agents)[:, None], rows]  # (n, A, W): which vehicle each row is
+            other[..., _OTHER_RELATIVE] = frames["other_relative"]
+            other[..., _OTHER_FROM_STATE] = state[np.arange(n)[:, None, None], vehicle][..., _STATE_FOR_OTHER]
+        return {"state": state, "point_features": frames["view_rows"].astype(np.float32),
+                "point_slots": frames["point_slots"].astype(np.int64), "other_obs": other,
+                "action_mask": _unpack_mask(frames["action_mask"], d.num_actions),
+                "heading_taken": _unpack_mask(frames["heading_taken"], d.num_points)}
 
 
-def fitting_layout(dims: ObservationDims, *observations: Mapping[str, np.ndarray]) -> str:
-    """What ``layout="auto"`` picks: "fleet" when every one of ``observations`` has the fleet structure."""
+FrameCodec = PlainFrameCodec | FleetFrameCodec | ViewFrameCodec
+CODECS = {"plain": PlainFrameCodec, "fleet": FleetFrameCodec, "fleet_view": ViewFrameCodec}
+
+
+def fitting_layout(dims: ObservationDims, *observations: Mapping[str, np.ndarray], view: bool = False) -> str:
+    """What ``layout="auto"`` picks: "fleet" when every one of ``observations`` has the fleet structure,
+    "fleet_view" if also ``view`` (the networks read only a view of the points or vehicles), else "plain"."""
     fleet = FleetFrameCodec(dims)
-    return "fleet" if all(fleet.problem(obs) is None for obs in observations) else "plain"
+    if not all(fleet.problem(obs) is None for obs in observations):
+        return "plain"
+    return "fleet_view" if view else "fleet"

@@ -27,7 +27,7 @@ import torch
 from fleetmarl.errors import CheckpointError
 from fleetmarl.learner.replay.codecs import CODECS
 from fleetmarl.learner.replay.sampler import ReplaySampler
-from fleetmarl.learner.replay.storage import NOT_TAUGHT, ReplayStorage, final_indices
+from fleetmarl.learner.replay.storage import NOT_TAUGHT, PRIOR_KEY, ReplayStorage, final_indices
 
 FORMAT_NAME = "fleetmarl-replay"
 FORMAT_VERSION = 2
@@ -163,13 +163,18 @@ def restore(storage: ReplayStorage, sampler: ReplaySampler, state: Mapping[str, 
     chunk_transitions = int(state.get("chunk_transitions", chunk_transitions))
     _use_saved_layout(storage, state["layout"])
     _clear_transitions(storage)
+    storage.forget_encoded()
     payloads: Iterable[Mapping[str, Any]] = state.get("chunks", [])
+    without_prior = False  # a chunk written before the prior's choice was stored (it may be linked into newer checkpoints)
     for payload in itertools.chain(payloads, [state.get("tail")]):
         if payload is not None:
             _put_payload(storage, payload)
+            without_prior |= PRIOR_KEY not in payload["frames"]
     storage.pending_first = int(state["pending_first"])
     pending = state.get("pending")
     storage.pending = None if pending is None else {k: v.cpu().numpy().copy() for k, v in pending.items()}
+    if storage.prior is not None and (without_prior or (pending is not None and PRIOR_KEY not in pending)):
+        storage.fill_prior()
     priorities = state["priorities"].cpu().numpy() if sampler.tree is not None and "priorities" in state else None
     sampler.restore(state["rng"], state["beta"], state["max_priority"], priorities, storage.size)
     return chunk_transitions
@@ -214,7 +219,9 @@ def _put_payload(storage: ReplayStorage, payload: Mapping[str, Any]) -> None:
     assert storage.codec is not None
     first, end = int(payload["first"]), int(payload["end"])
     slots = np.arange(first, end) % storage.capacity
-    for key, (shape, _) in storage.codec.fields.items():
+    for key, (shape, _) in storage.fields.items():
+        if key == PRIOR_KEY and key not in payload["frames"]:
+            continue  # saved before the prior's choice was stored: restore() asks the prior afterwards
         value = payload["frames"][key]
         if tuple(value.shape[1:]) != shape:
             raise CheckpointError(f"replay buffer checkpoint has frames.{key} of shape {tuple(value.shape[1:])} "

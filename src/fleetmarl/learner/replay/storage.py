@@ -18,23 +18,33 @@ Transition g (the g-th ever added) lives in slot ``g % capacity``. A background 
 of transitions it will read later; should the ring reach a pinned range (or reuse a final frame it
 refers to) before the save has read it, ``add`` has the pin's reader copy it first (copy on write), so a
 save always writes the state of its snapshot.
+
+Why the dispatch prior's choice is stored with each frame (``prior``): the policy acts on its logits plus
+a bonus on the prior dispatcher's choice, so every update needs that choice on its batch's observations
+and next observations. Asking the dispatcher there costs O(A x N) per sample, and greedy_chain more (A x
+A x N): at 40 vehicles it was a third of an update. It is a pure function of the frame, so it is asked
+once, when the frame is stored, of the frame as the learner reads it back (the same choice, bit for bit).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from fleetmarl.envs.spaces import ObservationDims
-from fleetmarl.learner.replay.codecs import CODECS, FrameCodec, fitting_layout
+from fleetmarl.learner.replay.codecs import CODECS, FrameCodec, ViewFrameCodec, fitting_layout
 
 NOT_TAUGHT = -1
 """``taught`` of a transition without a recorded teacher choice."""
 PENDING = np.iinfo(np.int64).min
 """``next_ref`` of the newest transitions, whose next observation is still in the pending frames."""
+PRIOR_KEY = "prior_choice"
+"""frame field (A,) and observation key (n, A) of the dispatch prior's choice on the frame (module docstring)"""
+PriorFn = Callable[[Mapping[str, np.ndarray]], np.ndarray]
+"""the prior dispatcher: decoded frames (n, A, ...) -> its choices (n, A)"""
 LAYOUTS = ("auto", *CODECS)
 
 
@@ -61,17 +71,23 @@ class ReplayStorage:
     of that many floats per agent. ``layout`` is ``"auto"`` (compact fleet frames when the first
     ``add`` has their structure, else plain), ``"fleet"`` or ``"plain"``. ``per_agent_dones`` stores a
     done flag per agent (B, A) instead of one per environment (B,): environments whose agents finish
-    at different steps.
+    at different steps. ``view`` / ``vehicle_view`` > 0 store each vehicle's nearest points / other vehicles
+    only where the frames have the fleet structure (layout ``"fleet_view"``: for networks that read no
+    more, ``POINT_VIEW`` and ``VEHICLE_VIEW``);
+    ``prior`` stores the dispatch prior's choice with every frame (module docstring).
     """
 
     def __init__(self, dims: ObservationDims, capacity: int, *, action_dim: int | None = None,
-                 layout: str = "auto", per_agent_dones: bool = False) -> None:
+                 layout: str = "auto", per_agent_dones: bool = False, view: int = 0, vehicle_view: int = 0,
+                 prior: PriorFn | None = None) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be 'auto', 'fleet' or 'plain', not {layout!r}")
         self.dims = dims
         self.capacity = c = int(capacity)
         self.action_dim = action_dim
         self.layout = layout
+        self.view, self.vehicle_view = int(view), int(vehicle_view)
+        self.prior = prior
         a = dims.num_agents
         self.shapes = {
             "state": (a, dims.state),
@@ -84,6 +100,8 @@ class ReplayStorage:
         self.final_total = 0
         """frames ever moved to the final store; final frame f lives in its slot f % capacity"""
         self.codec: FrameCodec | None = None
+        self.fields: dict[str, tuple[tuple[int, ...], Any]] = {}
+        """the stored frame fields: the codec's, plus the prior's choice"""
         self.frames: dict[str, np.ndarray] = {}
         self.final: dict[str, np.ndarray] = {}
         action_shape = (c, a) if action_dim is None else (c, a, int(action_dim))
@@ -95,6 +113,8 @@ class ReplayStorage:
         self.dones = np.zeros((c, a) if per_agent_dones else (c,), dtype=np.bool_)
         self.next_ref = np.zeros((c,), dtype=np.int64)
         self.pending: dict[str, np.ndarray] | None = None
+        self._last_next: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None
+        """the latest add's next observations and their frames (:meth:`_encode_obs`)"""
         self.pending_first = 0
         self._pins: list[Pin] = []
         self._lock = threading.Lock()
@@ -123,17 +143,83 @@ class ReplayStorage:
 
     def frame_bytes(self) -> int:
         """Bytes of one stored observation frame (all agents)."""
-        codec = self.codec or CODECS["fleet" if self.layout == "auto" else self.layout](self.dims)
-        return int(sum(np.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in codec.fields.values()))
+        fields = self.fields or self._fields(self._codec("fleet_view" if self.view or self.vehicle_view else "fleet")
+                                             if self.layout == "auto" else self._codec(self.layout))
+        return int(sum(np.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in fields.values()))
+
+    def _codec(self, name: str) -> FrameCodec:
+        return CODECS[name](self.dims, self.view, self.vehicle_view)
+
+    def _fields(self, codec: FrameCodec) -> dict[str, tuple[tuple[int, ...], Any]]:
+        fields = dict(codec.fields)
+        if self.prior is not None:
+            fields[PRIOR_KEY] = ((self.dims.num_agents,), np.int16)
+        return fields
 
     def use_layout(self, name: str) -> None:
         """Store frames with codec ``name`` from now on (empty frame and final stores)."""
-        self.codec = CODECS[name](self.dims)
+        self.codec = self._codec(name)
+        self.full_codec = self._codec("fleet") if name == "fleet_view" else self.codec
+        """the codec whose frames decode to every point: what the prior dispatcher reads"""
         self.layout = name
+        self.fields = self._fields(self.codec)
         c = self.capacity
         # np.zeros maps untouched pages lazily: the final store costs memory only as episodes end.
-        self.frames = {k: np.zeros((c, *shape), dtype=dtype) for k, (shape, dtype) in self.codec.fields.items()}
-        self.final = {k: np.zeros((c, *shape), dtype=dtype) for k, (shape, dtype) in self.codec.fields.items()}
+        self.frames = {k: np.zeros((c, *shape), dtype=dtype) for k, (shape, dtype) in self.fields.items()}
+        self.final = {k: np.zeros((c, *shape), dtype=dtype) for k, (shape, dtype) in self.fields.items()}
+
+    def encode(self, obs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Frames (B, A, ...) of observations as stored, the prior's choice included. The prior and a view
+        both read the full layout's frame decoded, as a batch of that layout would read it back."""
+        assert self.codec is not None and self.full_codec is not None
+        frames = self.full_codec.encode(obs)
+        if self.prior is None and self.codec is self.full_codec:
+            return frames
+        decoded = self.full_codec.decode(frames)
+        if isinstance(self.codec, ViewFrameCodec):
+            frames = self.codec.cut(frames, decoded)
+        if self.prior is not None:
+            frames[PRIOR_KEY] = np.asarray(self.prior(decoded), dtype=np.int16)
+        return frames
+
+    def forget_encoded(self) -> None:
+        """Drop the previous add's next frames (:meth:`_encode_obs`): the ring was restored or rewritten."""
+        self._last_next = None
+
+    def _encode_obs(self, obs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """:meth:`encode` of ``obs``, reusing the previous add's next frames when ``obs`` is that add's
+        ``next_obs`` (every step but an episode's first): the prior and the view are asked once per frame."""
+        if self._last_next is not None:
+            raw, frames = self._last_next
+            if raw.keys() == obs.keys() and all(np.array_equal(raw[k], obs[k]) for k in raw):
+                return frames
+        return self.encode(obs)
+
+    def fill_prior(self) -> None:
+        """Ask the prior of every stored frame: restored from a checkpoint written before its choice was
+        stored. Such a checkpoint has a full layout ("fleet_view" always stored the choice)."""
+        assert self.prior is not None and self.codec is not None and self.codec is self.full_codec
+        for store, used in self.frame_stores():
+            choices = store.setdefault(PRIOR_KEY, np.zeros((used, self.dims.num_agents), dtype=np.int16))
+            for first in range(0, used, 4096):
+                end = min(first + 4096, used)
+                chunk = {k: v[first:end] for k, v in store.items() if k != PRIOR_KEY}
+                choices[first:end] = self.prior(self.codec.decode(chunk))
+
+    def decode(self, frames: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Observations (n, A, ...) from stored frames, with the prior's choice when one is stored."""
+        assert self.codec is not None
+        obs = self.codec.decode(frames)
+        if PRIOR_KEY in frames:
+            obs[PRIOR_KEY] = frames[PRIOR_KEY].astype(np.int64)
+        return obs
+
+    def frame_stores(self) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+        """(store, frames in use) of the frame ring, the final store and the pending frames."""
+        yield self.frames, self.size
+        yield self.final, min(self.final_total, self.capacity)
+        if self.pending is not None:
+            yield self.pending, self.total - self.pending_first
 
     # ------------------------------------------------------------------ writing
     def add(self, obs: Mapping[str, np.ndarray], actions: np.ndarray, rewards: np.ndarray,
@@ -144,9 +230,9 @@ class ReplayStorage:
         actions = np.asarray(actions)
         count = actions.shape[0]
         if self.codec is None:
-            self.use_layout(fitting_layout(self.dims, obs, next_obs))
-        assert self.codec is not None
-        enc_obs, enc_next = self.codec.encode(obs), self.codec.encode(next_obs)
+            self.use_layout(fitting_layout(self.dims, obs, next_obs, view=bool(self.view or self.vehicle_view)))
+        enc_obs, enc_next = self._encode_obs(obs), self.encode(next_obs)
+        self._last_next = ({k: np.array(v, copy=True) for k, v in next_obs.items()}, enc_next)
         first, c = self.total, self.capacity
         slots = (first + np.arange(count)) % c
         with self._lock:
