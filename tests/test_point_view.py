@@ -19,7 +19,7 @@ from fleetmarl.errors import ConfigError
 from fleetmarl.learner import MADDPG, build_agents
 from fleetmarl.learner.buffer import ReplayBuffer
 from fleetmarl.learner.networks import INACTIVE_LOGIT
-from fleetmarl.learner.shared_networks import nearest_rows
+from fleetmarl.learner.shared_networks import nearest_others, nearest_rows
 from tests.conftest import TINY
 
 SHARED = {**TINY, "SHARE_PARAMETERS": True, "NUM_AGENTS": 3}
@@ -109,3 +109,35 @@ def test_point_view_needs_shared_parameters_and_a_count() -> None:
         Config(**{**TINY, "POINT_VIEW": 8})
     with pytest.raises(ConfigError, match="POINT_VIEW must not be negative"):
         Config(**{**SHARED, "POINT_VIEW": -1})
+
+
+def test_vehicle_view_needs_shared_parameters_and_keeps_the_nearest_other_vehicles() -> None:
+    with pytest.raises(ConfigError, match="VEHICLE_VIEW .*SHARE_PARAMETERS=True"):
+        Config(**{**TINY, "VEHICLE_VIEW": 2})
+    with pytest.raises(ConfigError, match="VEHICLE_VIEW must not be negative"):
+        Config(**{**SHARED, "VEHICLE_VIEW": -1})
+    d = observation_dims(Config(**SHARED))
+    others = torch.zeros(1, 2, 4, d.other)
+    others[0, 0, :, d.other_distance_column] = torch.tensor([0.5, 0.1, 0.3, 0.1])  # a tie: the lower row first
+    others[0, 1, :, d.other_distance_column] = torch.tensor([0.0, 0.9, 0.8, 0.7])
+    assert nearest_others(others, d, 2).tolist() == [[[1, 3], [0, 3]]]
+    assert nearest_others(others, d, 3).tolist() == [[[1, 2, 3], [0, 2, 3]]]
+
+
+def test_a_vehicle_view_wider_than_the_fleet_changes_nothing_and_a_narrow_one_reads_fewer_vehicles() -> None:
+    config = Config(**{**SHARED, "NUM_AGENTS": 4, "NUM_POINTS": 12, "INITIAL_POINTS": 8})
+    obs = _obs(config)
+    full, weights = _logits(config, obs)
+    wide, _ = _logits(config.replace(VEHICLE_VIEW=3), obs, weights)  # 3 others: all of them
+    assert torch.equal(full, wide)
+    narrow, _ = _logits(config.replace(VEHICLE_VIEW=1), obs, weights)
+    agents = build_agents(config.replace(VEHICLE_VIEW=1))
+    agents[0].team.actor.load_state_dict(weights)
+    others = obs["other_obs"].float().transpose(0, 1)  # (A, B, A-1, O): keep only the nearest row by hand
+    d = observation_dims(config)
+    nearest = others[..., d.other_distance_column].argmin(-1, keepdim=True)
+    cut = others.gather(-2, nearest.unsqueeze(-1).expand(*nearest.shape, others.shape[-1]))
+    with torch.no_grad():
+        by_hand = agents[0].team.actor(obs["state"].float().transpose(0, 1),
+                                       obs["point_features"].float().transpose(0, 1), cut)
+    assert torch.equal(narrow, by_hand) and not torch.equal(narrow, full)
