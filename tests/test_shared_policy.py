@@ -282,6 +282,17 @@ def test_a_shared_checkpoint_reads_as_many_points_as_asked_at_evaluation(shared_
     assert len(lines) == 1 and "SHARE_PARAMETERS" in lines[0] and "POINT_VIEW" in lines[0], lines
 
 
+def test_a_shared_checkpoint_reads_as_many_other_vehicles_as_asked_at_evaluation(shared_checkpoint: Path,
+                                                                               capsys) -> None:
+    """VEHICLE_VIEW is a choice at evaluation as POINT_VIEW is, also on a fleet larger than the trained one."""
+    from fleetmarl import load_policy
+
+    narrow = load_policy(shared_checkpoint, overrides=("VEHICLE_VIEW=1", "NUM_AGENTS=5"))
+    assert narrow.config.VEHICLE_VIEW == 1 and narrow.algo.team.actor.vehicle_view == 1
+    assert _eval(capsys, str(shared_checkpoint), "--episodes", "1", "--set", "VEHICLE_VIEW=1",
+                 "--set", "NUM_AGENTS=5")["metrics"]
+
+
 # ---------------------------------------------------------------------- learning
 def test_shared_training_learns_without_nan() -> None:
     """The shared critic fits the rewards on the update's own path (PER, TD3, delayed actor, imitation on),

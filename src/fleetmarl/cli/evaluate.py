@@ -181,13 +181,15 @@ def _compare_entries(args: argparse.Namespace) -> list:
 
 def _join_environment(own, shared, overrides=()):
     """A later checkpoint keeps its own network keys but runs on the shared environment (same episodes);
-    a ``--set POINT_VIEW`` reaches every shared-parameter checkpoint, as it reached the first."""
+    a ``--set POINT_VIEW`` or ``VEHICLE_VIEW`` reaches every shared-parameter checkpoint, as it reached the first."""
     from fleetmarl.config import ENV_KEYS, Config
-    from fleetmarl.eval.policy import VIEW_KEY
+    from fleetmarl.eval.policy import VIEW_KEYS
 
     env_values = {k: v for k, v in shared.to_dict().items() if k in ENV_KEYS}
-    if own.SHARE_PARAMETERS and any(item.partition("=")[0].strip() == VIEW_KEY for item in overrides):
-        env_values[VIEW_KEY] = shared.POINT_VIEW
+    asked = {item.partition("=")[0].strip() for item in overrides}
+    for key in VIEW_KEYS:
+        if own.SHARE_PARAMETERS and key in asked:
+            env_values[key] = getattr(shared, key)
     return Config.from_dict({**own.to_dict(), **env_values, "DEVICE": shared.DEVICE})
 
 

@@ -42,10 +42,10 @@ from fleetmarl.errors import CheckpointError, ConfigError, UserError
 RUNTIME_KEYS = frozenset({"DEVICE", "NUM_THREADS", "LOG_DIR", "RUN_NAME", "RANDOM_SEED", "EVAL_EPISODES"})
 FLEET_SIZE_KEYS = ("NUM_AGENTS", "NUM_POINTS")
 """Shape keys of per-vehicle networks that a SHARE_PARAMETERS checkpoint does not depend on."""
-VIEW_KEY = "POINT_VIEW"
-"""How many points each vehicle of a SHARE_PARAMETERS checkpoint reads: its networks encode a set of any
-size, so this is a choice at evaluation too. Why allow it: on fleet20 reading every point at evaluation
-beats the view of 8 it was trained with (docs/training.md, 'Large fleets')."""
+VIEW_KEYS = ("POINT_VIEW", "VEHICLE_VIEW")
+"""How many points and other vehicles each vehicle of a SHARE_PARAMETERS checkpoint reads: its networks
+read sets of any size, so these are choices at evaluation too. Why allow it: on fleet20 reading every point
+at evaluation beats the view of 8 it was trained with (docs/training.md, 'Large fleets')."""
 
 
 def shape_keys(saved: Config) -> tuple[str, ...]:
@@ -93,12 +93,12 @@ def checkpoint_run_config(saved: Config, overrides: Iterable[str] = (), config_f
         key = key.strip()
         if key in shape_keys(saved) and parse_value(key, raw.strip()) != getattr(saved, key):
             raise CheckpointError(_shape_message(f"--set {key}={raw.strip()}", key, getattr(saved, key)))
-        if key == VIEW_KEY and saved.SHARE_PARAMETERS:
+        if key in VIEW_KEYS and saved.SHARE_PARAMETERS:
             continue
         if key in Config.__dataclass_fields__ and key not in ENV_KEYS | RUNTIME_KEYS | set(SHAPE_KEYS):
             raise UserError(f"--set {key} has no effect on this checkpoint; only environment keys "
                             f"(e.g. ENVIRONMENT_TYPE, MAX_NUM_STEPS, MAP_SIZE), {', '.join(sorted(RUNTIME_KEYS))} "
-                            f"and, for a SHARE_PARAMETERS checkpoint, {VIEW_KEY} may be set")
+                            f"and, for a SHARE_PARAMETERS checkpoint, {' and '.join(VIEW_KEYS)} may be set")
     return apply_overrides(config, overrides)
 
 
