@@ -29,12 +29,12 @@ def test_short_fault_campaign(tmp_path: Path) -> None:
     assert len(result["damaged_files"]) == 2 and all(r["ok"] for r in result["damaged_files"])
 
 
-LARGE_SHARED = {"SHARE_PARAMETERS": True, "POINT_VIEW": 4, "NUM_AGENTS": 12, "NUM_POINTS": 24, "INITIAL_POINTS": 12}
+LARGE_SHARED = {"SHARE_PARAMETERS": True, "POINT_VIEW": 4, "VEHICLE_VIEW": 4, "NUM_AGENTS": 12, "NUM_POINTS": 24, "INITIAL_POINTS": 12}
 
 
 @pytest.mark.slow
 def test_a_large_shared_fleet_survives_kill_9_bit_for_bit(tmp_path: Path) -> None:
-    """The large-fleet learner (one network for 12 vehicles, each seeing 4 points) keeps its state in other
+    """The large-fleet learner (one network for 12 vehicles, each seeing 4 points and 4 others) keeps its state in other
     places than the per-vehicle one (agent_0.pth only, a view per vehicle): a kill mid-save and one mid-training
     must both resume to the uninterrupted run's weights and rewards."""
     result = load_faults().campaign(kills=2, seed=5, tmpfs=False, damage_kinds=["agent_i"], disk_cases=0,
