@@ -11,6 +11,7 @@ wall time per fleet decision.
     python benchmarks/fleet_learning.py --checkpoint s1=runs/f20_s1/checkpoints/checkpoint_ep400_... \\
         --sizes fleet20 --episodes fleet20=100
     python benchmarks/fleet_learning.py --checkpoint s1_all=CKPT --point-view s1_all=0 --sizes fleet20
+    python benchmarks/fleet_learning.py --checkpoint s1_w8=CKPT --vehicle-view s1_w8=8 --sizes fleet20
     python benchmarks/fleet_learning.py --checkpoint fleet20=CKPT --checkpoint default5=CKPT5 \\
         --sizes default,fleet10,fleet20,fleet50 --episodes fleet50=20 --ortools-episodes fleet50=8
 
@@ -59,11 +60,11 @@ def size_config(name: str) -> Config:
     return config_of(name)
 
 
-def checkpoint_on(path: str, environment: Config, view: int | None = None) -> Config:
-    """The checkpoint's own config (its learner: sharing, view, prior) on ``environment``'s environment keys,
-    as ``fleetmarl eval CKPT --set NUM_AGENTS=...`` builds it; ``view`` is its ``--set POINT_VIEW=...``, refused
-    the same way for a per-vehicle checkpoint."""
-    own = checkpoint_run_config(saved_config(path), [] if view is None else [f"POINT_VIEW={view}"])
+def checkpoint_on(path: str, environment: Config, views: list[str] | None = None) -> Config:
+    """The checkpoint's own config (its learner: sharing, views, prior) on ``environment``'s environment keys,
+    as ``fleetmarl eval CKPT --set NUM_AGENTS=...`` builds it; ``views`` are its ``--set POINT_VIEW=...`` /
+    ``VEHICLE_VIEW=...``, refused the same way for a per-vehicle checkpoint."""
+    own = checkpoint_run_config(saved_config(path), views or [])
     return own.replace(**{key: getattr(environment, key) for key in ENV_KEYS})
 
 
@@ -102,7 +103,7 @@ def summary(per_episode: dict, timing: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_size(name: str, checkpoints: dict[str, str], episodes: int, ortools_episodes: int,
-                  cache: Path | None = None, views: dict[str, int] | None = None) -> dict[str, Any]:
+                  cache: Path | None = None, views: dict[str, list[str]] | None = None) -> dict[str, Any]:
     config = size_config(name)
     rows: dict[str, Any] = {}
     results: dict[str, EntryResult] = {}
@@ -154,6 +155,8 @@ def main() -> None:
                         help="repeatable; none = only the dispatchers (e.g. to fill --reference-cache)")
     parser.add_argument("--point-view", action="append", default=[], metavar="LABEL=V",
                         help="evaluate that shared checkpoint with POINT_VIEW=V (0 = every point), not its own")
+    parser.add_argument("--vehicle-view", action="append", default=[], metavar="LABEL=W",
+                        help="evaluate that shared checkpoint with VEHICLE_VIEW=W (0 = every vehicle), not its own")
     parser.add_argument("--sizes", default="fleet20", help=f"comma-separated, from {', '.join(SIZES)}")
     parser.add_argument("--episodes", default="", help="SIZE=N per size (default 100 each)")
     parser.add_argument("--ortools-episodes", default="", help="SIZE=N per size (default: as --episodes; 0 = skip)")
@@ -162,16 +165,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
-    views = {label: int(v) for label, v in (item.split("=", 1) for item in args.point_view)}
+    views: dict[str, list[str]] = {}
+    for key, items in (("POINT_VIEW", args.point_view), ("VEHICLE_VIEW", args.vehicle_view)):
+        for label, value in (item.split("=", 1) for item in items):
+            views.setdefault(label, []).append(f"{key}={int(value)}")
     episodes = per_size(args.episodes, 100)
     ortools = {size: min(n, episodes[size]) for size, n in per_size(args.ortools_episodes, 10**9).items()}
     record = {"machine": machine(), "python": platform.python_version(), "seed": SEED,
               "command": "python benchmarks/fleet_learning.py " + " ".join(
                   [*(f"--checkpoint {c}" for c in args.checkpoint), *(f"--point-view {v}" for v in args.point_view),
+                   *(f"--vehicle-view {v}" for v in args.vehicle_view),
                    f"--sizes {args.sizes}",
                    f"--episodes {args.episodes}" if args.episodes else "",
                    f"--ortools-episodes {args.ortools_episodes}" if args.ortools_episodes else ""]).strip(),
-              "checkpoints": checkpoints, "point_views": views,
+              "checkpoints": checkpoints, "views": views,
               "sizes": {size: evaluate_size(size, checkpoints, episodes[size], ortools[size], args.reference_cache, views)
                         for size in args.sizes.split(",")}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
