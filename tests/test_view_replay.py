@@ -8,8 +8,6 @@ checkpoint written before the choice was stored must load with the choice asked 
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 import torch
@@ -22,6 +20,7 @@ from fleetmarl.learner import MADDPG, build_agents
 from fleetmarl.learner.buffer import PRIOR_KEY, ReplayBuffer
 from fleetmarl.learner.prior import dispatcher_choices
 from tests.conftest import TINY
+from tests.test_buffer import assert_same_batches, roundtrip
 
 VIEW = {**TINY, "SHARE_PARAMETERS": True, "NUM_AGENTS": 4, "NUM_POINTS": 16, "INITIAL_POINTS": 10, "POINT_VIEW": 3}
 
@@ -100,26 +99,16 @@ def test_the_stored_prior_is_the_dispatchers_choice_on_the_replayed_observation(
         assert np.array_equal(obs[PRIOR_KEY].numpy(), asked)
 
 
-def _roundtrip(state: dict) -> dict:
-    data = io.BytesIO()
-    torch.save(state, data)
-    data.seek(0)
-    return torch.load(data, weights_only=True)
-
-
 def test_a_buffer_saved_before_the_prior_was_stored_asks_it_when_loaded() -> None:
     config = Config(**{**VIEW, "POINT_VIEW": 0})
     algo = _team(config)
     old = _filled(config, algo)  # as written by a version that asked the prior at every update
-    state = _roundtrip(old.state_dict())
+    state = roundtrip(old.state_dict())
     assert PRIOR_KEY not in state["tail"]["frames"]
     restored = ReplayBuffer(config, observation_dims(config), seed=0, prior=algo.stored_prior())
     restored.load_state_dict(state)
     reference = _filled(config, algo, prior=algo.stored_prior())
-    for _ in range(3):
-        x, y = restored.sample(16, "cpu"), reference.sample(16, "cpu")
-        for key in y.obs:
-            assert torch.equal(x.obs[key], y.obs[key]) and torch.equal(x.next_obs[key], y.next_obs[key]), key
+    assert_same_batches(restored, reference)
 
 
 def test_the_view_layout_restores_exactly_and_goes_on_as_the_original() -> None:
@@ -127,7 +116,7 @@ def test_the_view_layout_restores_exactly_and_goes_on_as_the_original() -> None:
     algo = _team(config)
     original = _filled(config, algo, prior=algo.stored_prior())
     restored = ReplayBuffer(config, observation_dims(config), seed=0, prior=algo.stored_prior())
-    restored.load_state_dict(_roundtrip(original.state_dict()))
+    restored.load_state_dict(roundtrip(original.state_dict()))
     assert restored.layout == "fleet_view"
     env = BatchedSamplingEnv(config, num_envs=4)
     obs = env.reset(seed=9)
@@ -137,10 +126,7 @@ def test_the_view_layout_restores_exactly_and_goes_on_as_the_original() -> None:
         for buffer in (original, restored):
             buffer.add(obs, actions, rewards, nxt, terminated | truncated, actions)
         obs = nxt
-    for _ in range(3):
-        x, y = original.sample(16, "cpu"), restored.sample(16, "cpu")
-        for key in x.obs:
-            assert torch.equal(x.obs[key], y.obs[key]) and torch.equal(x.next_obs[key], y.next_obs[key]), key
+    assert_same_batches(original, restored)
 
 
 def test_a_view_replayed_without_the_prior_stored_is_refused_with_the_fix() -> None:
