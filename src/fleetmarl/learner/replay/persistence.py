@@ -199,7 +199,8 @@ def _use_saved_layout(storage: ReplayStorage, layout: str) -> None:
     if layout not in (*CODECS, "auto"):
         raise CheckpointError(f"replay buffer checkpoint has an unknown layout {layout!r}; upgrade fleetmarl")
     if layout == "auto":
-        storage.codec, storage.layout, storage.frames, storage.final = None, "auto", {}, {}
+        storage.codec = storage.full_codec = None
+        storage.layout, storage.frames, storage.final, storage.fields = "auto", {}, {}, {}
     else:
         storage.use_layout(layout)
 

@@ -100,6 +100,8 @@ class ReplayStorage:
         self.final_total = 0
         """frames ever moved to the final store; final frame f lives in its slot f % capacity"""
         self.codec: FrameCodec | None = None
+        self.full_codec: FrameCodec | None = None
+        """the codec whose frames decode to every point: what the prior dispatcher and a view read"""
         self.fields: dict[str, tuple[tuple[int, ...], Any]] = {}
         """the stored frame fields: the codec's, plus the prior's choice"""
         self.frames: dict[str, np.ndarray] = {}
@@ -160,7 +162,6 @@ class ReplayStorage:
         """Store frames with codec ``name`` from now on (empty frame and final stores)."""
         self.codec = self._codec(name)
         self.full_codec = self._codec("fleet") if name == "fleet_view" else self.codec
-        """the codec whose frames decode to every point: what the prior dispatcher reads"""
         self.layout = name
         self.fields = self._fields(self.codec)
         c = self.capacity
@@ -232,7 +233,8 @@ class ReplayStorage:
         if self.codec is None:
             self.use_layout(fitting_layout(self.dims, obs, next_obs, view=bool(self.view or self.vehicle_view)))
         enc_obs, enc_next = self._encode_obs(obs), self.encode(next_obs)
-        self._last_next = ({k: np.array(v, copy=True) for k, v in next_obs.items()}, enc_next)
+        if self.prior is not None or self.codec is not self.full_codec:  # else encoding is as cheap as a compare
+            self._last_next = ({k: np.array(v, copy=True) for k, v in next_obs.items()}, enc_next)
         first, c = self.total, self.capacity
         slots = (first + np.arange(count)) % c
         with self._lock:
