@@ -19,6 +19,7 @@ from fleetmarl.errors import ConfigError
 from fleetmarl.learner import MADDPG, build_agents
 from fleetmarl.learner.buffer import ReplayBuffer
 from fleetmarl.learner.networks import INACTIVE_LOGIT
+from fleetmarl.learner.prior import dispatcher_choices
 from fleetmarl.learner.shared_networks import nearest_others, nearest_rows
 from tests.conftest import TINY
 
@@ -51,6 +52,45 @@ def test_the_view_keeps_free_feasible_points_first_then_the_nearest() -> None:
     assert kept(4) == {1, 3, 2, 4}   # then the nearest of the rest (the taken one at 0.05 before slot 0 at 0.1)
     assert kept(5) == {0, 1, 2, 3, 4}
     assert kept(6) == {0, 1, 2, 3, 4}  # never an empty slot
+
+
+def test_the_dispatchers_pick_goes_first_in_the_view() -> None:
+    d = observation_dims(Config(**SHARED))
+    points = _points([0.1, 0.2, 0.9, 0.8, 0.05, 0.3], feasible=[0, 1, 1, 1, 1, 0], heading=[0, 0, 0, 0, 1, 0],
+                     active=[1, 1, 1, 1, 1, 0])
+    keep = points[..., d.active_column].reshape(1, -1) > 0.5
+    kept = lambda k, pick: set(nearest_rows(keep, points, d, k, torch.tensor([pick]))[0].nonzero().flatten().tolist())  # noqa: E731
+    assert kept(1, 2) == {2}          # the far point the dispatcher chose, not the nearest free one
+    assert kept(2, 2) == {2, 1}       # then the nearest free feasible point
+    assert kept(2, 6) == {1, 3}       # a choice that is no point (stay, 6 = N) leaves the view as it was
+    assert kept(2, 7) == {1, 3}
+
+
+def test_with_a_view_the_fleet_still_acts_as_its_dispatcher_where_the_actor_adds_nothing() -> None:
+    """The residual policy's promise (learner/prior.py) kept under a POINT_VIEW of one point: with a bonus
+    no logit can outweigh, every vehicle takes the dispatcher's choice, also a point beyond its nearest."""
+    config = Config(**{**SHARED, "NUM_POINTS": 12, "INITIAL_POINTS": 8, "POINT_VIEW": 1,
+                       "DISPATCH_PRIOR_LOGIT": 1e3})
+    algo = MADDPG(build_agents(config), config)
+    prior = algo.stored_prior()
+    env = BatchedSamplingEnv(config, num_envs=2)
+    obs, beyond = env.reset(seed=3), 0
+    for _ in range(40):
+        tensors = {k: torch.from_numpy(v) for k, v in obs.items()}
+        with torch.no_grad():
+            actions = algo.act(tensors, 0.0).numpy()
+        np.testing.assert_array_equal(actions, prior(obs))
+        alone = dispatcher_choices(obs, together=False, dispatcher=algo.team.prior_dispatcher)[0, 0]
+        one = algo.agents[0].act(obs["state"][0, 0], obs["point_features"][0, 0], obs["other_obs"][0, 0],
+                                 action_mask=obs["action_mask"][0, 0])  # the guide's agent.act, one vehicle
+        assert one == alone
+        nearest = nearest_rows(tensors["point_features"][..., observation_dims(config).active_column].flatten(0, 1) > 0.5,
+                               tensors["point_features"].flatten(0, 1).unsqueeze(0), observation_dims(config), 1)
+        chosen = actions.reshape(-1)
+        is_point = chosen < config.NUM_POINTS
+        beyond += int((~nearest[np.flatnonzero(is_point), chosen[is_point]]).sum())
+        obs, *_ = env.step(actions)
+    assert beyond > 0, "the dispatcher never chose beyond a vehicle's nearest point: the test shows nothing"
 
 
 def _obs(config: Config, seed: int = 0) -> dict[str, torch.Tensor]:

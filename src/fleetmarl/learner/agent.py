@@ -25,7 +25,7 @@ from fleetmarl.envs.spaces import ObservationDims, observation_dims
 from fleetmarl.errors import CheckpointError, ConfigError
 from fleetmarl.learner.actions import explore_continuous, select_actions
 from fleetmarl.learner.networks import Actor, CentralCritic
-from fleetmarl.learner.prior import prior_logits
+from fleetmarl.learner.prior import prior_bonus, prior_choice
 from fleetmarl.learner.schedules import lr_factor
 from fleetmarl.learner.shared_networks import SharedActor, SharedCritic
 
@@ -325,13 +325,17 @@ class MADDPGAgent(nn.Module):
         if not batched:
             inputs = [x.unsqueeze(0) for x in inputs]
             mask = None if mask is None else mask.unsqueeze(0)
-        out = self.actor(*(x.unsqueeze(0) for x in inputs))[0]  # agent dim of 1 in and out
+        choice, view = None, {}
         if self.team.dispatch_prior_logit:  # greedy for this vehicle alone: it cannot see the others' choices
             one = {"state": inputs[0][:, None], "point_features": inputs[1][:, None], "other_obs": inputs[2][:, None]}
             if mask is not None:
                 one["action_mask"] = mask[:, None]
-            out = out + prior_logits(one, self.team.dispatch_prior_logit, out.shape[-1], self.device, together=False,
-                                     dispatcher=self.team.prior_dispatcher)[0]
+            choice = prior_choice(one, self.device, together=False, dispatcher=self.team.prior_dispatcher)  # (B, 1)
+            if self.team.shared and self.team.config.POINT_VIEW:
+                view = {"pick": choice.transpose(0, 1)}
+        out = self.actor(*(x.unsqueeze(0) for x in inputs), **view)[0]  # agent dim of 1 in and out
+        if choice is not None:
+            out = out + prior_bonus(choice, self.team.dispatch_prior_logit, out.shape[-1])[0]
         if self.continuous:
             actions = explore_continuous(out, noise_std)
         else:

@@ -53,7 +53,7 @@ from fleetmarl.learner.actions import (
 from fleetmarl.learner.agent import AgentTeam, MADDPGAgent
 from fleetmarl.learner.networks import INACTIVE_LOGIT, EmbeddedPoints
 from fleetmarl.learner.precision import autocast_dtype
-from fleetmarl.learner.prior import dispatcher_choices, prior_logits
+from fleetmarl.learner.prior import dispatcher_choices, prior_bonus, prior_choice
 
 Teacher = Callable[[dict[str, np.ndarray]], np.ndarray]
 """A reference policy: batched observation dict (B, A, ...) -> actions (B, A), e.g. the greedy dispatcher.
@@ -182,25 +182,35 @@ class MADDPG:
     def _policy_out(self, network: torch.nn.Module, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(the network's own output, what the policy acts on), both (A, B, K|D) float32: the second adds
         the prior dispatcher's bonus (:mod:`fleetmarl.learner.prior`) when the team has one."""
-        out = network(*self._agent_major(obs), **self._view_slots(obs)).float()
-        weight = self.team.dispatch_prior_logit
-        if not weight:
+        choice = self._prior_choice(obs)
+        out = network(*self._agent_major(obs), **self._view_slots(obs, choice)).float()
+        if choice is None:
             return out, out
-        return out, out + prior_logits(obs, weight, self.dims.num_actions, self.device, together=self.coordinated,
-                                       dispatcher=self.team.prior_dispatcher)
+        return out, out + prior_bonus(choice, self.team.dispatch_prior_logit, self.dims.num_actions)
+
+    def _prior_choice(self, obs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The prior dispatcher's choices (B, A) on ``obs`` (stored with replayed frames), None without a prior."""
+        if not self.team.dispatch_prior_logit:
+            return None
+        return prior_choice(obs, self.device, together=self.coordinated, dispatcher=self.team.prior_dispatcher)
 
     def _agent_major(self, obs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """(B, A, ...) observation tensors -> (A, B, ...) float32, agent-major for the stacked networks."""
         return [obs[k].to(self.device, torch.float32).transpose(0, 1) for k in ACTOR_INPUT_KEYS]
 
-    def _view_slots(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``{"point_slots": (A, B, V)}`` for a replayed view of the points (the ``fleet_view`` layout: which
-        slot each row is), else nothing: the networks then cut their own view of every point."""
+    def _view_slots(self, obs: dict[str, torch.Tensor], choice: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """How the networks read their view of the points: ``{"point_slots": (A, B, V)}`` for a replayed view
+        (the ``fleet_view`` layout: which slot each row is); with a POINT_VIEW to cut, ``{"pick": (A, B)}``,
+        the prior's ``choice`` that goes first in it; else nothing (every point)."""
         slots = obs.get("point_slots")
-        return {} if slots is None else {"point_slots": slots.to(self.device).transpose(0, 1)}
+        if slots is not None:
+            return {"point_slots": slots.to(self.device).transpose(0, 1)}
+        if self.config.POINT_VIEW and choice is not None:
+            return {"pick": choice.transpose(0, 1)}
+        return {}
 
     def stored_prior(self) -> PriorFn | None:
-        """What the replay buffer asks once per stored frame: the choices ``prior_logits`` would ask of the
+        """What the replay buffer asks once per stored frame: the choices ``prior_choice`` would ask of the
         prior dispatcher at every update (the same arguments), or None without a prior."""
         if not self.team.dispatch_prior_logit:
             return None
@@ -260,11 +270,12 @@ class MADDPG:
             target_actions = self._target_actions(next_obs)  # (B, A, K|D)
             next_points = next_obs["point_features"].to(torch.float32).transpose(0, 1)
             target = team.critic_target
-            q_next = target(target.embed_points(next_points, **self._view_slots(next_obs)),
+            next_view = self._view_slots(next_obs, self._prior_choice(next_obs))
+            q_next = target(target.embed_points(next_points, **next_view),
                             next_obs["state"].to(torch.float32), target_actions).float()  # (A, B)
             y = critic_rewards(batch) + bootstrap_factor(batch, c.GAMMA) * q_next  # (A, B)
         points = batch.obs["point_features"].to(torch.float32).transpose(0, 1)  # (A, B, N, F)
-        embedded = team.critic.embed_points(points, **self._view_slots(batch.obs))
+        embedded = team.critic.embed_points(points, **self._view_slots(batch.obs, self._prior_choice(batch.obs)))
         q = team.critic(embedded, batch.obs["state"].to(torch.float32),
                         self._replay_actions(batch.actions)).float()  # (A, B)
         td = q - y

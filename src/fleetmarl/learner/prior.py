@@ -57,21 +57,29 @@ def dispatcher_choices(obs: Mapping[str, torch.Tensor | np.ndarray], *, together
     return dispatcher(alone).reshape(batch, agents)
 
 
+def prior_choice(obs: Mapping[str, torch.Tensor | np.ndarray], device: torch.device, *, together: bool = True,
+                 dispatcher: BatchPolicy = greedy_policy) -> torch.Tensor:
+    """The dispatcher's choices (B, A) long on ``device``. Replayed observations carry the choice the replay
+    buffer stored with them (``PRIOR_KEY``: the same one, asked once per frame instead of once per update)."""
+    stored = obs.get(PRIOR_KEY)
+    if stored is not None:
+        return torch.as_tensor(stored, device=device).long()
+    if "point_slots" in obs:
+        raise ValueError("a replayed view of the points (layout 'fleet_view') holds too few points to ask the prior "
+                         "dispatcher: build the ReplayBuffer with prior=algo.stored_prior()")
+    return torch.as_tensor(dispatcher_choices(obs, together=together, dispatcher=dispatcher), device=device).long()
+
+
+def prior_bonus(choice: torch.Tensor, weight: float, num_actions: int) -> torch.Tensor:
+    """(A, B, K) float32, agent-major like the stacked actors' logits: ``weight`` on ``choice`` (B, A), else 0."""
+    return weight * F.one_hot(choice, num_actions).to(torch.float32).transpose(0, 1)
+
+
 def prior_logits(obs: Mapping[str, torch.Tensor | np.ndarray], weight: float, num_actions: int,
                  device: torch.device, *, together: bool = True,
                  dispatcher: BatchPolicy = greedy_policy) -> torch.Tensor:
-    """(A, B, K) float32, agent-major like the stacked actors' logits: ``weight`` on the dispatcher's choice,
-    else 0. Replayed observations carry the choice the replay buffer stored with them (``PRIOR_KEY``: the
-    same one, asked once per frame instead of once per update)."""
-    stored = obs.get(PRIOR_KEY)
-    if stored is not None:
-        choice = torch.as_tensor(stored, device=device).long()
-    elif "point_slots" in obs:
-        raise ValueError("a replayed view of the points (layout 'fleet_view') holds too few points to ask the prior "
-                         "dispatcher: build the ReplayBuffer with prior=algo.stored_prior()")
-    else:
-        choice = torch.as_tensor(dispatcher_choices(obs, together=together, dispatcher=dispatcher), device=device).long()
-    return weight * F.one_hot(choice, num_actions).to(torch.float32).transpose(0, 1)
+    """:func:`prior_bonus` on the dispatcher's :func:`prior_choice` of ``obs``."""
+    return prior_bonus(prior_choice(obs, device, together=together, dispatcher=dispatcher), weight, num_actions)
 
 
 def _numpy(value: torch.Tensor | np.ndarray) -> np.ndarray:

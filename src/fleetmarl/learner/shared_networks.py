@@ -33,11 +33,12 @@ def fold(x: torch.Tensor) -> torch.Tensor:
 
 
 def select_folded_rows(points: torch.Tensor, dims: ObservationDims, view: int = 0,
-                       slots: torch.Tensor | None = None) -> PointRows:
+                       slots: torch.Tensor | None = None, pick: torch.Tensor | None = None) -> PointRows:
     """The active rows of points (A, B, N, F) as :class:`PointRows` of the folded batch (sample = a * B + b),
     rows (1, T, F). Each vehicle's own active column decides, and with ``view`` > 0 only its ``view``
-    nearest of them are kept (:func:`nearest_rows`). Only the T kept rows are gathered, so the agent-major
-    view (a transpose of the replay's (B, A, N, F)) is never copied whole.
+    nearest of them are kept (:func:`nearest_rows`; ``pick`` (A, B), the dispatch prior's choices, is kept
+    first). Only the T kept rows are gathered, so the agent-major view (a transpose of the replay's
+    (B, A, N, F)) is never copied whole.
 
     ``slots`` (A, B, V): ``points`` (A, B, V, F) is a view already cut (the replay's ``fleet_view`` layout),
     row v being point ``slots[..., v]`` of ``dims.num_points``; its active rows are kept as they are."""
@@ -53,18 +54,24 @@ def select_folded_rows(points: torch.Tensor, dims: ObservationDims, view: int = 
     else:
         keep = (points[..., dims.active_column] > 0.5).reshape(a * b, n)
         if 0 < view < n and bool((keep.sum(-1) > view).any()):
-            keep = nearest_rows(keep, points, dims, view)
+            keep = nearest_rows(keep, points, dims, view, None if pick is None else pick.reshape(a * b))
     sample, slot, count, groups, regroup = row_layout(keep)
     rows = points[sample // b, sample % b, slot].unsqueeze(0)  # (1, T, F)
     return PointRows(rows, sample, slot, count, n, groups, regroup)
 
 
-def nearest_rows(keep: torch.Tensor, points: torch.Tensor, dims: ObservationDims, view: int) -> torch.Tensor:
-    """``keep`` (A*B, N) cut to each vehicle's ``view`` nearest kept points, those it may choose now first.
+def nearest_rows(keep: torch.Tensor, points: torch.Tensor, dims: ObservationDims, view: int,
+                 pick: torch.Tensor | None = None) -> torch.Tensor:
+    """``keep`` (A*B, N) cut to each vehicle's ``view`` nearest kept points, those it may choose now first,
+    and ahead of them ``pick`` (A*B,), the dispatch prior's choice, where it is a point (values >= N are not).
 
     Why: the points grow with the fleet, and a vehicle that reads all of them costs O(N) per row and O(N^2)
     per attention; a far point is rarely the one to take. Ranking by distance minus the feasible flag puts
-    every point the vehicle can take ahead of the ones it cannot (distances are scaled into [0, 1]).
+    every point the vehicle can take ahead of the ones it cannot (distances are scaled into [0, 1]). The
+    prior's choice goes first because the policy is that choice plus the actor's corrections: cut out of
+    the view, its bonus is lost and the untrained fleet is no longer the dispatcher. On fleet20 a dispatcher
+    picks a point beyond the 8 nearest free ones in a quarter to half of its point choices, and there a
+    fleet had only its own logits, learned to stay, and stopped driving (docs/training.md, "Large fleets").
     """
     rank = points[..., dims.distance_column].reshape(keep.shape).float()
     if dims.feasible_column is not None:
@@ -72,6 +79,11 @@ def nearest_rows(keep: torch.Tensor, points: torch.Tensor, dims: ObservationDims
         if dims.heading_column is not None:  # a point another vehicle heads to is taken: after the free ones
             feasible = feasible & ~(points[..., dims.heading_column].reshape(keep.shape) > 0)
         rank = rank - feasible.float()
+    if pick is not None:
+        n = keep.shape[-1]
+        slot = pick.clamp(0, n - 1).unsqueeze(-1)
+        first = torch.where((pick >= 0) & (pick < n), -2.0, rank.gather(1, slot).squeeze(-1))
+        rank = rank.scatter(1, slot, first.unsqueeze(-1))
     nearest = rank.masked_fill(~keep, float("inf")).topk(view, dim=-1, largest=False, sorted=False).indices
     return keep & torch.zeros_like(keep).scatter_(1, nearest, True)
 
@@ -114,10 +126,11 @@ class SharedActor(Actor):
         return set_pool(self.other_encoder(other_obs))
 
     def forward(self, state: torch.Tensor, point_features: torch.Tensor, other_obs: torch.Tensor,
-                point_slots: torch.Tensor | None = None) -> torch.Tensor:
-        """``point_slots`` (A, B, V): ``point_features`` is a view already cut (:func:`select_folded_rows`)."""
+                point_slots: torch.Tensor | None = None, pick: torch.Tensor | None = None) -> torch.Tensor:
+        """``point_slots`` (A, B, V): ``point_features`` is a view already cut; else ``pick`` (A, B), the
+        dispatch prior's choices, goes first in the view this cuts (:func:`select_folded_rows`)."""
         a, b = state.shape[:2]
-        rows = select_folded_rows(point_features, self.dims, self.view, point_slots)
+        rows = select_folded_rows(point_features, self.dims, self.view, point_slots, pick)
         tokens, pooled = self.encoder(rows)  # (1, T, E), (1, A*B, 2E)
         others = self.pool_others(fold(other_obs))
         context = self.context(torch.cat([fold(state), others, pooled], dim=-1))  # (1, A*B, H)
@@ -157,10 +170,12 @@ class SharedCritic(nn.Module):
                                StackedLinear(1, hidden_dim, hidden_dim), nn.ReLU(),
                                StackedLinear(1, hidden_dim, 1))
 
-    def embed_points(self, point_features: torch.Tensor, point_slots: torch.Tensor | None = None) -> EmbeddedPoints:
-        """(A, B, N, F) (or a view (A, B, V, F) with its ``point_slots``, :func:`select_folded_rows`) ->
-        :class:`EmbeddedPoints` over the folded batch: tokens (1, T, E), pooled (1, A*B, 2E)."""
-        rows = select_folded_rows(point_features, self.dims, self.view, point_slots)
+    def embed_points(self, point_features: torch.Tensor, point_slots: torch.Tensor | None = None,
+                     pick: torch.Tensor | None = None) -> EmbeddedPoints:
+        """(A, B, N, F) (or a view (A, B, V, F) with its ``point_slots``; ``pick`` as the actor's,
+        :func:`select_folded_rows`) -> :class:`EmbeddedPoints` over the folded batch: tokens (1, T, E),
+        pooled (1, A*B, 2E)."""
+        rows = select_folded_rows(point_features, self.dims, self.view, point_slots, pick)
         tokens = self.encoder(rows.rows)
         return EmbeddedPoints(tokens, rows.pool(tokens), rows)
 

@@ -222,10 +222,12 @@ class ViewFrameCodec(FleetFrameCodec):
         full = super().encode(obs)
         return self.cut(full, super().decode(full))
 
-    def cut(self, full: Mapping[str, np.ndarray], decoded: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """This layout's frames from the fleet layout's frames ``full`` and their decoding ``decoded``."""
+    def cut(self, full: Mapping[str, np.ndarray], decoded: Mapping[str, np.ndarray],
+            pick: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """This layout's frames from the fleet layout's frames ``full`` and their decoding ``decoded``;
+        ``pick`` (n, A): the dispatch prior's choices, which go first in each view, as the networks cut it."""
         points = decoded["point_features"]  # (n, A, N, F) as the fleet layout would replay them
-        slots = self.view_slots(points)
+        slots = self.view_slots(points, pick)
         rows = np.take_along_axis(points, np.maximum(slots, 0)[..., None], axis=2)
         rows[slots == NO_SLOT] = 0.0
         others = decoded["other_obs"]  # (n, A, A-1, O)
@@ -243,14 +245,15 @@ class ViewFrameCodec(FleetFrameCodec):
             "action_mask": full["action_mask"],
         }
 
-    def view_slots(self, points: np.ndarray) -> np.ndarray:
-        """Each vehicle's view (n, A, V) of points (n, A, N, F): the slots of its kept rows in ascending
-        order (the order the networks lay rows out in), ``NO_SLOT`` after them."""
+    def view_slots(self, points: np.ndarray, pick: np.ndarray | None = None) -> np.ndarray:
+        """Each vehicle's view (n, A, V) of points (n, A, N, F), ``pick`` (n, A) first: the slots of its kept
+        rows in ascending order (the order the networks lay rows out in), ``NO_SLOT`` after them."""
         n, a, num_points = points.shape[:3]
         tensor = torch.from_numpy(points)
         keep = (tensor[..., POINT["active"]] > 0.5).reshape(n * a, num_points)
         if self.view < num_points and bool((keep.sum(-1) > self.view).any()):
-            keep = nearest_rows(keep, tensor, self.dims, self.view)
+            first = None if pick is None else torch.from_numpy(np.asarray(pick, np.int64).reshape(n * a))
+            keep = nearest_rows(keep, tensor, self.dims, self.view, first)
         keep = keep.numpy()
         # kept slots first, in slot order: a stable sort of "not kept" moves them ahead of the rest
         order = np.argsort(~keep, axis=-1, kind="stable")[:, : self.view]

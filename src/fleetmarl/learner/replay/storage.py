@@ -177,10 +177,11 @@ class ReplayStorage:
         if self.prior is None and self.codec is self.full_codec:
             return frames
         decoded = self.full_codec.decode(frames)
+        choice = None if self.prior is None else np.asarray(self.prior(decoded), dtype=np.int16)
         if isinstance(self.codec, ViewFrameCodec):
-            frames = self.codec.cut(frames, decoded)
-        if self.prior is not None:
-            frames[PRIOR_KEY] = np.asarray(self.prior(decoded), dtype=np.int16)
+            frames = self.codec.cut(frames, decoded, choice)  # the prior's choice goes first in each view
+        if choice is not None:
+            frames[PRIOR_KEY] = choice
         return frames
 
     def forget_encoded(self) -> None:
