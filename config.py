@@ -53,7 +53,7 @@ EMBED_DIM = 32  # Transformer model width for point features
 TRANSFORMER_HEADS = 2  # attention heads in the point encoder
 TRANSFORMER_LAYERS = 1  # Transformer encoder layers over the points
 SHARE_PARAMETERS = False  # one actor and one critic for every vehicle, sized independently of NUM_AGENTS and NUM_POINTS (the other vehicles read as a set, a critic linear in the fleet), so its checkpoint also drives fleets of other sizes (fleetmarl eval CKPT --set NUM_AGENTS=M); False = per-vehicle networks (docs/training.md)
-POINT_VIEW = 0  # with SHARE_PARAMETERS, each vehicle's networks read only its POINT_VIEW nearest active points, so an update's cost per vehicle stops growing with the number of points (configs/fleet20.toml); 0 = every active point
+POINT_VIEW = 0  # with SHARE_PARAMETERS, each vehicle's networks read only POINT_VIEW active points, the dispatch prior's choice and its nearest free ones, so an update's cost per vehicle stops growing with the number of points (configs/fleet20.toml); 0 = every active point
 VEHICLE_VIEW = 0  # with SHARE_PARAMETERS, each vehicle's actor reads only its VEHICLE_VIEW nearest other vehicles, so its cost per vehicle stops growing with the fleet (reading every other vehicle makes a step cost A^2); 0 = all
 TARGET_POLICY_NOISE_STD = 0.2  # TD3 target policy smoothing: std of noise on target logits
 TARGET_POLICY_NOISE_CLIP = 0.5  # TD3 target policy smoothing: clip of that noise

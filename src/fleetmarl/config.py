@@ -148,9 +148,9 @@ class Config:
     vehicles read as a set, a critic linear in the fleet), so its checkpoint also drives fleets of other sizes
     (fleetmarl eval CKPT --set NUM_AGENTS=M); False = per-vehicle networks (docs/training.md)"""
     POINT_VIEW: int = 0
-    """with SHARE_PARAMETERS, each vehicle's networks read only its POINT_VIEW nearest active points, so an
-    update's cost per vehicle stops growing with the number of points (configs/fleet20.toml); 0 = every active
-    point"""
+    """with SHARE_PARAMETERS, each vehicle's networks read only POINT_VIEW active points, the dispatch prior's
+    choice and its nearest free ones, so an update's cost per vehicle stops growing with the number of points
+    (configs/fleet20.toml); 0 = every active point"""
     VEHICLE_VIEW: int = 0
     """with SHARE_PARAMETERS, each vehicle's actor reads only its VEHICLE_VIEW nearest other vehicles, so its
     cost per vehicle stops growing with the fleet (reading every other vehicle makes a step cost A^2); 0 = all"""
