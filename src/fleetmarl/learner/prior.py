@@ -75,12 +75,5 @@ def prior_bonus(choice: torch.Tensor, weight: float, num_actions: int) -> torch.
     return weight * F.one_hot(choice, num_actions).to(torch.float32).transpose(0, 1)
 
 
-def prior_logits(obs: Mapping[str, torch.Tensor | np.ndarray], weight: float, num_actions: int,
-                 device: torch.device, *, together: bool = True,
-                 dispatcher: BatchPolicy = greedy_policy) -> torch.Tensor:
-    """:func:`prior_bonus` on the dispatcher's :func:`prior_choice` of ``obs``."""
-    return prior_bonus(prior_choice(obs, device, together=together, dispatcher=dispatcher), weight, num_actions)
-
-
 def _numpy(value: torch.Tensor | np.ndarray) -> np.ndarray:
     return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
