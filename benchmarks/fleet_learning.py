@@ -14,12 +14,16 @@ wall time per fleet decision.
     python benchmarks/fleet_learning.py --checkpoint s1_w8=CKPT --vehicle-view s1_w8=8 --sizes fleet20
     python benchmarks/fleet_learning.py --checkpoint fleet20=CKPT --checkpoint default5=CKPT5 \\
         --sizes default,fleet10,fleet20,fleet50 --episodes fleet50=20 --ortools-episodes fleet50=8
+    python benchmarks/fleet_learning.py --checkpoint s1=CKPT --sizes fleet20 --ortools-limits 3,10,30
 
 Sizes: ``default`` (5 vehicles), ``fleet10`` (the default times 2 with fleet20's arrival factor 1.4:
 not a shipped config), ``fleet20`` and ``fleet50`` (``configs/``). OR-Tools may run on fewer episodes (the
 first N); its paired differences then use the checkpoint on those same N. ``--reference-cache DIR`` keeps
 the dispatchers' per-episode results, so they can be run while the checkpoints still train (no
-``--checkpoint``) and are not solved again for each later call. Writes
+``--checkpoint``) and are not solved again for each later call. ``--ortools-limits`` also runs OR-Tools on smaller search
+budgets (``ORTOOLS_SOLUTION_LIMIT``, 100 by default): how much of its lead is bought with search time, next to
+the network's milliseconds. A limit of 1 keeps the previous plan unchanged (the warm start is the first
+solution), so new points wait for a larger budget. Writes
 ``benchmarks/results/fleet_learning.json`` (``--out``).
 """
 
@@ -75,6 +79,9 @@ def run_timed(make_policy, config: Config, episodes: int) -> tuple[dict, dict[st
     per_episode = run_episodes(config, timed, episodes, SEED)
     timing = {"episodes": episodes, "wall_s": time.perf_counter() - started,
               "ms_per_decision": 1000.0 * timed.seconds / max(timed.decisions, 1)}
+    stats = getattr(timed.policy, "stats", None)  # OR-Tools: how many solves the time cap stopped
+    if stats is not None:
+        timing.update(solves=stats.solves, solves_capped_by_time_limit=stats.capped, failed_solves=stats.failures)
     return per_episode, timing
 
 
@@ -103,11 +110,16 @@ def summary(per_episode: dict, timing: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_size(name: str, checkpoints: dict[str, str], episodes: int, ortools_episodes: int,
-                  cache: Path | None = None, views: dict[str, list[str]] | None = None) -> dict[str, Any]:
+                  cache: Path | None = None, views: dict[str, list[str]] | None = None,
+                  limits: tuple[int, ...] = ()) -> dict[str, Any]:
     config = size_config(name)
     rows: dict[str, Any] = {}
     results: dict[str, EntryResult] = {}
     entries = {ref: policy_entry(ref, config) for ref in REFERENCES if ref != "ortools" or ortools_episodes > 0}
+    planners = ["ortools"] if ortools_episodes > 0 else []
+    for limit in limits if ortools_episodes > 0 else ():  # the planner on a smaller search budget
+        planners.append(f"ortools_L{limit}")
+        entries[planners[-1]] = policy_entry("ortools", config.replace(ORTOOLS_SOLUTION_LIMIT=limit))
     for label, path in checkpoints.items():
         try:
             entries[label] = checkpoint_entry(path, config=checkpoint_on(path, config, (views or {}).get(label)))
@@ -115,7 +127,7 @@ def evaluate_size(name: str, checkpoints: dict[str, str], episodes: int, ortools
             rows[label] = {"skipped": str(error).splitlines()[0]}
             print(f"{name:8s} {label:14s} skipped: {rows[label]['skipped']}", flush=True)
     for label, entry in entries.items():
-        n = ortools_episodes if label == "ortools" else episodes
+        n = ortools_episodes if label in planners else episodes
         per, timing = cached_run(cache if entry.kind != "checkpoint" else None, f"{name}_{label}",
                                  entry.make_policy, config, n)
         results[label] = EntryResult(entry, per)
@@ -127,12 +139,13 @@ def evaluate_size(name: str, checkpoints: dict[str, str], episodes: int, ortools
         if entry.kind != "checkpoint":
             continue
         rows[label]["minus_greedy_chain"] = paired_differences(results[label], results["greedy_chain"])
-        if "ortools" in results:
+        if planners:
             mine = results[label]
             if ortools_episodes < episodes:  # the same first episodes as OR-Tools ran
                 mine = EntryResult(entry, run_episodes(config, entry.make_policy(SEED), ortools_episodes, SEED))
-            rows[label]["minus_ortools"] = paired_differences(mine, results["ortools"])
-        for base in ("greedy_chain", "ortools"):
+            for planner in planners:
+                rows[label][f"minus_{planner}"] = paired_differences(mine, results[planner])
+        for base in ("greedy_chain", *planners):
             d = rows[label].get(f"minus_{base}", {}).get("on_time_rate")
             if d:
                 print(f"{name:8s} {label:14s} on-time minus {base:12s} {d['mean']:+.4f} ± {d['ci95']:.4f}", flush=True)
@@ -149,6 +162,17 @@ def per_size(text: str, default: int) -> dict[str, int]:
     return values
 
 
+def command_line(args: argparse.Namespace) -> str:
+    """The call that reproduces this record, for the JSON."""
+    parts = [*(f"--checkpoint {c}" for c in args.checkpoint), *(f"--point-view {v}" for v in args.point_view),
+             *(f"--vehicle-view {v}" for v in args.vehicle_view), f"--sizes {args.sizes}"]
+    for flag, value in (("--episodes", args.episodes), ("--ortools-episodes", args.ortools_episodes),
+                        ("--ortools-limits", args.ortools_limits)):
+        if value:
+            parts.append(f"{flag} {value}")
+    return "python benchmarks/fleet_learning.py " + " ".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", action="append", default=[], metavar="LABEL=PATH",
@@ -160,6 +184,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="fleet20", help=f"comma-separated, from {', '.join(SIZES)}")
     parser.add_argument("--episodes", default="", help="SIZE=N per size (default 100 each)")
     parser.add_argument("--ortools-episodes", default="", help="SIZE=N per size (default: as --episodes; 0 = skip)")
+    parser.add_argument("--ortools-limits", default="", metavar="L1,L2",
+                        help="also run OR-Tools with these ORTOOLS_SOLUTION_LIMIT values (its default: 100): "
+                             "what the planner reaches on less search, and how fast")
     parser.add_argument("--reference-cache", type=Path, default=None, metavar="DIR",
                         help="keep the dispatchers' per-episode results here and reuse them on a later call")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -171,15 +198,12 @@ def main() -> None:
             views.setdefault(label, []).append(f"{key}={int(value)}")
     episodes = per_size(args.episodes, 100)
     ortools = {size: min(n, episodes[size]) for size, n in per_size(args.ortools_episodes, 10**9).items()}
+    limits = tuple(int(limit) for limit in filter(None, args.ortools_limits.split(",")))
     record = {"machine": machine(), "python": platform.python_version(), "seed": SEED,
-              "command": "python benchmarks/fleet_learning.py " + " ".join(
-                  [*(f"--checkpoint {c}" for c in args.checkpoint), *(f"--point-view {v}" for v in args.point_view),
-                   *(f"--vehicle-view {v}" for v in args.vehicle_view),
-                   f"--sizes {args.sizes}",
-                   f"--episodes {args.episodes}" if args.episodes else "",
-                   f"--ortools-episodes {args.ortools_episodes}" if args.ortools_episodes else ""]).strip(),
+              "command": command_line(args),
               "checkpoints": checkpoints, "views": views,
-              "sizes": {size: evaluate_size(size, checkpoints, episodes[size], ortools[size], args.reference_cache, views)
+              "sizes": {size: evaluate_size(size, checkpoints, episodes[size], ortools[size], args.reference_cache, views,
+                                           limits)
                         for size in args.sizes.split(",")}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
