@@ -115,11 +115,10 @@ def evaluate_size(name: str, checkpoints: dict[str, str], episodes: int, ortools
     config = size_config(name)
     rows: dict[str, Any] = {}
     results: dict[str, EntryResult] = {}
-    entries = {ref: policy_entry(ref, config) for ref in REFERENCES if ref != "ortools" or ortools_episodes > 0}
-    planners = ["ortools"] if ortools_episodes > 0 else []
-    for limit in limits if ortools_episodes > 0 else ():  # the planner on a smaller search budget
-        planners.append(f"ortools_L{limit}")
-        entries[planners[-1]] = policy_entry("ortools", config.replace(ORTOOLS_SOLUTION_LIMIT=limit))
+    entries = {ref: policy_entry(ref, config) for ref in REFERENCES if ref != "ortools"}
+    planners = {"ortools": config, **{f"ortools_L{limit}": config.replace(ORTOOLS_SOLUTION_LIMIT=limit)
+                                      for limit in limits}} if ortools_episodes > 0 else {}
+    entries.update({label: policy_entry("ortools", own) for label, own in planners.items()})
     for label, path in checkpoints.items():
         try:
             entries[label] = checkpoint_entry(path, config=checkpoint_on(path, config, (views or {}).get(label)))
